@@ -1,0 +1,1 @@
+"""edgeblur: faces are masked on the device before any frame is stored or streamed."""

@@ -1,0 +1,172 @@
+"""The whole configuration as pydantic models: unknown keys are refused, every field has a
+default, bounds and a description. No I/O here (see edge.configfile for reading and writing)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edge.detectors.centerface import CenterFaceConfig
+from edge.detectors.registry import DetectorConfig
+from edge.redact import RedactionConfig
+from edge.sources.demo import DemoSourceConfig
+from edge.sources.registry import SourceConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrackingConfig(_Strict):
+    """Temporal masking. The tracker only ever adds boxes to what the detector found."""
+
+    hold_s: float = Field(
+        1.0, ge=0.0, le=30.0, description="Keep masking a face this long after its last detection."
+    )
+    lookahead_frames: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="Delay output by this many frames so a face found later is also masked "
+        "in the frames before it (0 = off; adds latency).",
+    )
+    detect_every: int = Field(
+        1,
+        ge=1,
+        le=30,
+        description="Run the detector on every k-th frame only; needs lookahead_frames >= k-1 "
+        "so every frame sits between two detections.",
+    )
+    iou_match: float = Field(
+        0.2, gt=0.0, le=1.0, description="Minimum IoU to treat a detection as a track's face."
+    )
+
+    @model_validator(mode="after")
+    def _skipping_needs_lookahead(self) -> TrackingConfig:
+        if self.detect_every > 1 and self.lookahead_frames < self.detect_every - 1:
+            raise ValueError(
+                f"detect_every={self.detect_every} needs lookahead_frames >= "
+                f"{self.detect_every - 1}, else faces appearing between detections go unmasked"
+            )
+        return self
+
+
+class MotionConfig(_Strict):
+    """Motion privacy mode: mask every moving region, no model needed."""
+
+    mode: Literal["off", "only", "extra"] = Field(
+        "off",
+        description="off; only: motion masks replace face detection (overhead cameras, tiny "
+        "faces); extra: motion masks are added to face masks.",
+    )
+    min_area_px: int = Field(
+        64, ge=1, description="Ignore moving blobs smaller than this many pixels."
+    )
+    history: int = Field(200, ge=10, le=5000, description="Background model length in frames.")
+
+
+class RecordingConfig(_Strict):
+    """Redacted H.264 segments on disk."""
+
+    enabled: bool = Field(True, description="Record redacted segments for this camera.")
+    segment_s: float = Field(60.0, ge=1.0, le=3600.0, description="Length of each MP4 segment.")
+
+
+class CameraConfig(_Strict):
+    id: str = Field(
+        ...,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Short name used in URLs, metrics and file names.",
+    )
+    enabled: bool = Field(True, description="Run this camera.")
+    source: SourceConfig = Field(..., description="Where frames come from.")
+    detector: DetectorConfig | None = Field(
+        None, description="Overrides the top-level detector for this camera."
+    )
+    fail_policy: Literal["withhold", "mask"] = Field(
+        "withhold",
+        description="When detection fails or is late: withhold the frame, or emit it fully "
+        "masked. Never passed on raw.",
+    )
+    latency_budget_ms: float = Field(
+        1000.0, gt=0, le=60000, description="Detection slower than this fails closed."
+    )
+    motion: MotionConfig = Field(default_factory=MotionConfig)
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
+
+
+class StorageConfig(_Strict):
+    data_dir: Path = Field(Path("data"), description="Where redacted recordings are written.")
+    max_age_h: float = Field(
+        24.0 * 30, gt=0, description="Delete recordings older than this many hours."
+    )
+    max_bytes: int = Field(
+        10 * 1024**3, gt=0, description="Delete the oldest recordings beyond this many bytes."
+    )
+
+
+class ServiceConfig(_Strict):
+    host: str = Field("127.0.0.1", description="Address to bind; loopback unless told otherwise.")
+    port: int = Field(8080, ge=1, le=65535, description="HTTP port.")
+    token: str | None = Field(
+        None,
+        min_length=16,
+        description="Bearer token for the API. Prefer token_env; without a token, mutating "
+        "routes are refused.",
+    )
+    token_env: str = Field(
+        "EDGEBLUR_TOKEN", description="Environment variable that holds the bearer token."
+    )
+    audit_log: Path | None = Field(
+        None, description="Config change log (JSON lines); default: <data_dir>/audit.log."
+    )
+    max_body_bytes: int = Field(
+        256 * 1024, ge=1024, le=16 * 1024**2, description="Larger request bodies are refused."
+    )
+
+
+class ModelsConfig(_Strict):
+    cache_dir: Path | None = Field(
+        None, description="Model cache directory; default: the user's cache dir / edgeblur."
+    )
+
+
+def _default_cameras() -> list[CameraConfig]:
+    return [CameraConfig(id="demo", source=DemoSourceConfig())]
+
+
+class EdgeblurConfig(_Strict):
+    """Root of a config file. `edgeblur serve` with no file uses these defaults (the demo)."""
+
+    detector: DetectorConfig = Field(
+        default_factory=CenterFaceConfig, description="Face detector used by every camera."
+    )
+    redaction: RedactionConfig = Field(default_factory=RedactionConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    cameras: list[CameraConfig] = Field(default_factory=_default_cameras)
+
+    @model_validator(mode="after")
+    def _unique_camera_ids(self) -> EdgeblurConfig:
+        seen: set[str] = set()
+        for camera in self.cameras:
+            if camera.id in seen:
+                raise ValueError(f"camera id {camera.id!r} is used twice")
+            seen.add(camera.id)
+        return self
+
+    def detector_for(self, camera: CameraConfig) -> DetectorConfig:
+        return camera.detector or self.detector
+
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<cred>[^@/\s]+)@", re.I)
+
+
+def mask_credentials(url: str) -> str:
+    """rtsp://user:secret@host/x -> rtsp://***@host/x, for anything shown or logged."""
+    return _URL_CREDENTIALS.sub(r"\g<scheme>***@", url)

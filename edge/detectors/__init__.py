@@ -1,0 +1,1 @@
+"""Face detectors behind one interface (base.Detector) returning edge.types.Detections."""

@@ -1,0 +1,101 @@
+"""Turns a raw Frame plus face boxes into a RedactedFrame, the only thing a sink accepts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.redact import methods
+from edge.types import _REDACTION_KEY, Detections, Frame, RedactedFrame, RedactionRecord
+
+Method = Literal["noise", "solid", "pixelate", "blur"]
+
+
+class RedactionConfig(BaseModel):
+    """How faces are masked. The default is irreversible; pixelate and blur are weaker options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Method = Field(
+        "noise",
+        description=(
+            "noise: mean colour plus random noise (irreversible, default); solid: flat grey "
+            "(irreversible); pixelate / blur: weaker, known to be partly reversible by learned "
+            "attacks."
+        ),
+    )
+    shape: Literal["box", "ellipse"] = Field("box", description="Shape of each mask.")
+    mask_scale: float = Field(
+        1.3, ge=1.0, le=4.0, description="Each face box is grown by this factor about its centre."
+    )
+    pixelate_blocks: int = Field(8, ge=2, le=64, description="Mosaic cells across a face.")
+    blur_strength: float = Field(0.5, gt=0.0, le=2.0, description="Blur sigma per face size.")
+
+
+def mask_bounds(
+    xyxy: np.ndarray, scale: float, width: int, height: int
+) -> list[tuple[int, int, int, int]]:
+    """Grow each box about its centre and round outwards to whole pixels, clipped to the
+    image as half-open ranges [x1, x2) x [y1, y2), so the last row and column are reachable."""
+    bounds = []
+    for x1, y1, x2, y2 in xyxy.astype(np.float64):
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        hw, hh = (x2 - x1) * scale / 2, (y2 - y1) * scale / 2
+        bx1 = max(0, math.floor(cx - hw))
+        by1 = max(0, math.floor(cy - hh))
+        bx2 = min(width, math.ceil(cx + hw))
+        by2 = min(height, math.ceil(cy + hh))
+        if bx2 > bx1 and by2 > by1:
+            bounds.append((bx1, by1, bx2, by2))
+    return bounds
+
+
+def _ellipse_mask(height: int, width: int) -> np.ndarray:
+    mask = np.zeros((height, width), np.uint8)
+    # Drawn at 4x sub-pixel precision so small masks stay elliptical and touch every edge.
+    shift = 2
+    centre = (int(round((width - 1) / 2 * (1 << shift))), int(round((height - 1) / 2 * (1 << shift))))
+    axes = (int(round(width / 2 * (1 << shift))), int(round(height / 2 * (1 << shift))))
+    cv2.ellipse(mask, centre, axes, 0, 0, 360, 1, thickness=-1, shift=shift)
+    return mask.astype(bool)
+
+
+class Redactor:
+    """Masks faces. Stateless apart from its settings; safe to share between threads."""
+
+    def __init__(self, config: RedactionConfig | None = None) -> None:
+        self.config = config or RedactionConfig()
+        fills: dict[str, Callable[[np.ndarray, np.ndarray], None]] = {
+            "noise": methods.fill_noise,
+            "solid": methods.fill_solid,
+            "pixelate": lambda r, m: methods.pixelate(r, m, self.config.pixelate_blocks),
+            "blur": lambda r, m: methods.blur(r, m, self.config.blur_strength),
+        }
+        self._fill = fills[self.config.method]
+
+    def redact(self, frame: Frame, boxes: Detections) -> RedactedFrame:
+        """Return a new image with every box masked. The raw frame is left untouched."""
+        image = frame.image.copy()
+        bounds = mask_bounds(boxes.xyxy, self.config.mask_scale, frame.width, frame.height)
+        for x1, y1, x2, y2 in bounds:
+            region = image[y1:y2, x1:x2]
+            if self.config.shape == "ellipse":
+                mask = _ellipse_mask(y2 - y1, x2 - x1)
+            else:
+                mask = np.ones((y2 - y1, x2 - x1), bool)
+            self._fill(region, mask)
+        return RedactedFrame(
+            _REDACTION_KEY, image, frame.index, frame.timestamp, RedactionRecord(len(bounds), False)
+        )
+
+    def mask_all(self, frame: Frame, reason: str) -> RedactedFrame:
+        """Fail closed: a frame we could not check is replaced entirely by flat grey."""
+        image = np.full_like(frame.image, 128)
+        return RedactedFrame(
+            _REDACTION_KEY, image, frame.index, frame.timestamp, RedactionRecord(0, True, reason)
+        )

@@ -1,0 +1,1 @@
+"""Outputs that accept only RedactedFrame: segment recorder, snapshot, live preview."""

@@ -1,0 +1,1 @@
+"""Frame sources: one plugin per camera type."""
