@@ -1,0 +1,191 @@
+"""Look-ahead temporal masking: hold frames back a little so a face seen LATER is also masked
+in the frames before it, and frames the detector skipped or missed a face in are filled in.
+
+Memory: at most `lookahead_frames + 1` raw frames are held (lookahead_frames between calls, one
+more while `push` resolves), i.e. (D + 1) x H x W x 3 bytes, e.g. 6.2 MB per 1080p frame. Per
+face, at most D + 2 boxes of history are kept. Raw frames stay in memory only.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.config import TrackingConfig
+from edge.tracking.tracker import (
+    COAST_GROWTH_PER_S,
+    MAX_COAST_GROWTH,
+    FaceTracker,
+    centre,
+    coast_box,
+    grow_box,
+)
+from edge.types import Detections, Frame
+
+
+@dataclass(frozen=True)
+class _Sighting:
+    """One detection of one track: its frame's place in the stream, time and box."""
+
+    seq: int
+    timestamp: float
+    box: np.ndarray  # float64 (4,) xyxy
+    score: float
+
+
+@dataclass(frozen=True)
+class _Pending:
+    frame: Frame
+    seq: int
+    online: Detections  # the tracker's output when the frame arrived (detections + coasting)
+
+
+class TemporalMasker:
+    """Turns a stream of (frame, detections or None) into (frame, boxes to mask), in order.
+
+    With lookahead_frames D = 0 each frame comes straight back with the tracker's output.
+    With D > 0 a frame is released once D newer frames have arrived; its boxes are the
+    tracker's output for it plus, for every face detected within the window but not in it:
+    - a box linearly interpolated between the face's detections before and after it
+      (missed detections and frames the detector skipped), grown slightly with distance.
+      Both detections must belong to one track, i.e. be at most hold_s (plus one detector
+      run) apart; longer gaps are covered from each side by the two rules around this one;
+    - if the face has no detection before it (it was first seen later), its first box
+      extended backwards in time (`coast_box` over a negative time gap, along the velocity
+      from its first two detections when both are in the window, else held and grown), so
+      a face entering at frame t is also masked in frames t-D .. t-1;
+    - (already in the tracker's output) the box of a face only seen before, held for hold_s.
+    The output for a frame always contains the detector's own boxes for it: boxes are only
+    ever added. `detections=None` means the detector did not run on the frame; at most D
+    such frames may come in a row, so every frame has a detector run within D frames after it.
+
+    Not thread-safe: one instance belongs to one camera's pipeline thread.
+    """
+
+    def __init__(self, config: TrackingConfig) -> None:
+        self.config = config
+        self._reset()
+
+    def _reset(self) -> None:
+        self._tracker = FaceTracker(self.config)
+        self._pending: deque[_Pending] = deque()
+        self._sightings: dict[int, list[_Sighting]] = {}  # per track id, oldest first
+        self._seq = 0
+        self._undetected_run = 0
+
+    @property
+    def delay_frames(self) -> int:
+        """How many frames output lags input (lookahead_frames)."""
+        return self.config.lookahead_frames
+
+    @property
+    def buffered(self) -> int:
+        """Frames held now (at most delay_frames between calls)."""
+        return len(self._pending)
+
+    def push(self, frame: Frame, detections: Detections | None) -> list[tuple[Frame, Detections]]:
+        """Add the next frame; return the frames now ready to redact (0 or 1), oldest first.
+
+        Raises ValueError if more than delay_frames frames in a row come without detections:
+        the oldest of them could then hold a face nobody looked for.
+        """
+        if detections is None:
+            if self._undetected_run + 1 > self.delay_frames:
+                raise ValueError(
+                    f"{self._undetected_run + 1} frames in a row without detection, but "
+                    f"lookahead_frames={self.delay_frames}: run the detector at least every "
+                    f"{self.delay_frames + 1} frames"
+                )
+            self._undetected_run += 1
+            online = self._tracker.coasting(frame.timestamp)
+        else:
+            self._undetected_run = 0
+            online, ids = self._tracker.update_with_ids(detections, frame.timestamp)
+            for track_id, box, score in zip(ids, detections.xyxy, detections.score, strict=True):
+                self._sightings.setdefault(track_id, []).append(
+                    _Sighting(self._seq, frame.timestamp, box.astype(np.float64), float(score))
+                )
+        self._pending.append(_Pending(frame, self._seq, online))
+        self._seq += 1
+        released = []
+        while len(self._pending) > self.delay_frames:
+            released.append(self._release())
+        return released
+
+    def flush(self) -> list[tuple[Frame, Detections]]:
+        """End of stream: release every held frame, resolved with what is known, and start
+        afresh (a later push begins a new stream with no tracks)."""
+        released = [self._release() for _ in range(len(self._pending))]
+        self._reset()
+        return released
+
+    def _release(self) -> tuple[Frame, Detections]:
+        entry = self._pending.popleft()
+        boxes = Detections.merge([entry.online, self._filled_in(entry)])
+        self._forget_before(entry.seq)
+        return entry.frame, boxes
+
+    def _filled_in(self, entry: _Pending) -> Detections:
+        """Boxes for faces detected around this frame but not in it."""
+        t = entry.frame.timestamp
+        boxes: list[np.ndarray] = []
+        scores: list[float] = []
+        for sightings in self._sightings.values():
+            before = after = following = None
+            for i, s in enumerate(sightings):
+                if s.seq < entry.seq:
+                    before = s
+                    continue
+                if s.seq > entry.seq:
+                    after = s
+                    following = sightings[i + 1] if i + 1 < len(sightings) else None
+                break
+            else:
+                continue  # only seen before: the tracker's coasting box covers this frame
+            if after is None:
+                continue  # detected in this very frame: the detector's box is there already
+            if before is not None:
+                boxes.append(_interpolate(before, after, entry.seq, t))
+                scores.append(min(before.score, after.score))
+            else:
+                velocity = np.zeros(2)
+                if following is not None and following.timestamp > after.timestamp:
+                    velocity = (centre(following.box) - centre(after.box)) / (
+                        following.timestamp - after.timestamp
+                    )
+                # A negative time gap: the box is extrapolated backwards along its velocity.
+                boxes.append(coast_box(after.box, velocity, t - after.timestamp))
+                scores.append(after.score)
+        if not boxes:
+            return Detections.empty()
+        return Detections(np.stack(boxes), np.array(scores))
+
+    def _forget_before(self, seq: int) -> None:
+        """Drop history no later frame can need: per track, everything before its newest
+        sighting at or before `seq`; whole tracks the tracker dropped and that have no
+        sighting after `seq`."""
+        live = self._tracker.live_track_ids()
+        for track_id in list(self._sightings):
+            sightings = self._sightings[track_id]
+            keep_from = 0
+            for i, s in enumerate(sightings):
+                if s.seq <= seq:
+                    keep_from = i
+            del sightings[:keep_from]
+            if track_id not in live and sightings[-1].seq <= seq:
+                del self._sightings[track_id]
+
+
+def _interpolate(before: _Sighting, after: _Sighting, seq: int, timestamp: float) -> np.ndarray:
+    """Box between two sightings of one face, linear in time (in frame count where the
+    timestamps do not increase), grown as a coasting box would be from the nearer one."""
+    if after.timestamp > before.timestamp:
+        f = (timestamp - before.timestamp) / (after.timestamp - before.timestamp)
+    else:
+        f = (seq - before.seq) / (after.seq - before.seq)
+    f = min(1.0, max(0.0, f))
+    box = (1.0 - f) * before.box + f * after.box
+    gap = min(abs(timestamp - before.timestamp), abs(after.timestamp - timestamp))
+    return grow_box(box, min(MAX_COAST_GROWTH, COAST_GROWTH_PER_S * gap))

@@ -1,0 +1,231 @@
+"""An IoU tracker whose output is the union of the detector's boxes and coasting tracks.
+
+It never removes or changes a detection: a face found for the first time is masked on that
+very frame, and a face the detector misses keeps its mask for `hold_s` seconds. Boxes are
+xyxy in source-image pixels; times are the frames' timestamps in seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from edge.config import TrackingConfig
+from edge.types import Detections
+
+# A coasting box grows on every side by this fraction of its size per second since its last
+# detection, up to MAX_COAST_GROWTH: the longer we have not seen a face, the less we know
+# where it is, so the mask widens rather than moves.
+COAST_GROWTH_PER_S = 0.5
+MAX_COAST_GROWTH = 0.5
+# Constant-velocity prediction may shift a box by at most this many box sizes per axis, so a
+# noisy velocity can never carry the mask far away from where the face was last seen.
+MAX_COAST_SHIFT = 1.0
+# A detection that overlaps no track may still be linked to the nearest one of similar size
+# (half to twice as large) whose predicted centre is at most this many box sizes away.
+MAX_MATCH_JUMP = 1.5
+
+
+def grow_box(box: np.ndarray, fraction: float) -> np.ndarray:
+    """xyxy (4,) float64 grown on every side by `fraction` of its width / height."""
+    dx = (box[2] - box[0]) * fraction
+    dy = (box[3] - box[1]) * fraction
+    return box + np.array([-dx, -dy, dx, dy])
+
+
+def shifted_box(box: np.ndarray, velocity: np.ndarray, dt: float) -> np.ndarray:
+    """xyxy (4,) moved by velocity (px/s, (2,)) over dt seconds, the shift clamped per axis to
+    MAX_COAST_SHIFT box sizes. dt may be negative (extrapolating backwards in time)."""
+    size = np.array([box[2] - box[0], box[3] - box[1]])
+    shift = np.clip(velocity * dt, -MAX_COAST_SHIFT * size, MAX_COAST_SHIFT * size)
+    return box + np.concatenate([shift, shift])
+
+
+def coast_box(box: np.ndarray, velocity: np.ndarray, dt: float) -> np.ndarray:
+    """Where a face last (or next) seen at `box` may be `dt` seconds away, conservatively.
+
+    The union of "it stayed" (box) and "it kept moving" (box shifted by the clamped
+    velocity), grown by COAST_GROWTH_PER_S per second of |dt|, capped at MAX_COAST_GROWTH.
+    box: xyxy (4,) float64; velocity: (2,) px/s of the box centre; dt: seconds (either sign).
+    """
+    moved = shifted_box(box, velocity, dt)
+    union = np.concatenate([np.minimum(box[:2], moved[:2]), np.maximum(box[2:], moved[2:])])
+    return grow_box(union, min(MAX_COAST_GROWTH, COAST_GROWTH_PER_S * abs(dt)))
+
+
+def centre(box: np.ndarray) -> np.ndarray:
+    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in a (m, 4) with every box in b (n, 4), as float64 (m, n)."""
+    a = a.astype(np.float64)[:, None, :]
+    b = b.astype(np.float64)[None, :, :]
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    union = area_a + area_b - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def jump_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Centre distance of every box in b (n, 4) from every box in a (m, 4), in units of the
+    a box's size (geometric mean of width and height), as float64 (m, n); inf where the sizes
+    differ by more than a factor of two."""
+    a = a.astype(np.float64)[:, None, :]
+    b = b.astype(np.float64)[None, :, :]
+    size_a = np.sqrt(np.clip((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]), 0, None))
+    size_b = np.sqrt(np.clip((b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]), 0, None))
+    dx = (a[..., 0] + a[..., 2] - b[..., 0] - b[..., 2]) / 2
+    dy = (a[..., 1] + a[..., 3] - b[..., 1] - b[..., 3]) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        jump = np.hypot(dx, dy) / size_a
+    similar = (size_b >= size_a / 2) & (size_b <= size_a * 2) & (size_a > 0)
+    return np.where(similar, jump, np.inf)
+
+
+def greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """One-to-one (row, column) pairs with IoU >= threshold, best pairs first.
+
+    Ties are broken by row then column, so the result is deterministic.
+    """
+    rows, cols = np.nonzero(iou >= threshold)
+    # lexsort: last key is primary -> highest IoU first, then lowest row, then lowest column.
+    order = np.lexsort((cols, rows, -iou[rows, cols]))
+    used_rows: set[int] = set()
+    used_cols: set[int] = set()
+    pairs = []
+    for k in order:
+        r, c = int(rows[k]), int(cols[k])
+        if r not in used_rows and c not in used_cols:
+            used_rows.add(r)
+            used_cols.add(c)
+            pairs.append((r, c))
+    return pairs
+
+
+@dataclass
+class _Track:
+    id: int
+    box: np.ndarray  # float64 (4,): the last detected xyxy
+    score: float  # score of the last detection
+    last_seen: float  # timestamp of the last detection, seconds
+    velocity: np.ndarray  # float64 (2,): centre velocity in px/s, 0 until seen twice
+    hits: int = 1  # detections matched to this track so far
+
+    def predicted(self, timestamp: float) -> np.ndarray:
+        return shifted_box(self.box, self.velocity, max(0.0, timestamp - self.last_seen))
+
+    def coasting(self, timestamp: float) -> np.ndarray:
+        return coast_box(self.box, self.velocity, max(0.0, timestamp - self.last_seen))
+
+
+class FaceTracker:
+    """Greedy IoU tracker that only ever ADDS boxes to the detector's output.
+
+    `update` returns every input detection unchanged (first, in input order) followed by a
+    box for every track not detected in this frame whose last detection is at most `hold_s`
+    seconds old. There is no cap on the number of tracks. Deterministic: no randomness, and
+    ties are broken by track age and detection order.
+
+    Not thread-safe: one instance belongs to one camera's pipeline thread.
+    """
+
+    def __init__(self, config: TrackingConfig) -> None:
+        self.config = config
+        self._tracks: list[_Track] = []
+        self._next_id = 0
+
+    def update(self, detections: Detections, timestamp: float) -> Detections:
+        """Boxes to mask in the frame at `timestamp` (seconds) given its detections."""
+        return self.update_with_ids(detections, timestamp)[0]
+
+    def update_with_ids(
+        self, detections: Detections, timestamp: float
+    ) -> tuple[Detections, list[int]]:
+        """Like `update`, also returning the track id given to each detection row."""
+        ids = self._associate(detections, timestamp)
+        return Detections.merge([detections, self.coasting(timestamp, exclude=set(ids))]), ids
+
+    def coasting(self, timestamp: float, exclude: set[int] | None = None) -> Detections:
+        """Boxes of the tracks still held at `timestamp` (those not in `exclude`), without
+        updating anything: used for frames the detector did not run on."""
+        held = [
+            t
+            for t in self._tracks
+            if (exclude is None or t.id not in exclude)
+            and timestamp - t.last_seen <= self.config.hold_s
+        ]
+        if not held:
+            return Detections.empty()
+        return Detections(
+            np.stack([t.coasting(timestamp) for t in held]), np.array([t.score for t in held])
+        )
+
+    def live_track_ids(self) -> set[int]:
+        """Ids of tracks that a later detection may still be matched to."""
+        return {t.id for t in self._tracks}
+
+    def _associate(self, detections: Detections, timestamp: float) -> list[int]:
+        boxes = detections.xyxy.astype(np.float64)
+        ids = [-1] * len(detections)
+        if self._tracks and len(detections):
+            predicted = np.stack([t.predicted(timestamp) for t in self._tracks])
+            for r, c in greedy_match(iou_matrix(predicted, boxes), self.config.iou_match):
+                self._follow(self._tracks[r], boxes[c], float(detections.score[c]), timestamp)
+                ids[c] = self._tracks[r].id
+            # Second pass over what IoU left: a face that moved about its own size between
+            # detector runs (a walker crossing the view, detect_every > 1) no longer overlaps
+            # its track, but is linked to it so the frames between can be interpolated.
+            matched = set(ids)
+            rows = [r for r, t in enumerate(self._tracks) if t.id not in matched]
+            cols = [c for c, i in enumerate(ids) if i < 0]
+            if rows and cols:
+                closeness = -jump_matrix(predicted[rows], boxes[cols])
+                for r, c in greedy_match(closeness, -MAX_MATCH_JUMP):
+                    track = self._tracks[rows[r]]
+                    # The track follows the face, but a ghost keeps holding the old place:
+                    # if the link was wrong, a face the detector just missed stays masked.
+                    self._tracks.append(
+                        replace(track, id=self._new_id(), velocity=track.velocity.copy())
+                    )
+                    self._follow(track, boxes[cols[c]], float(detections.score[cols[c]]), timestamp)
+                    ids[cols[c]] = track.id
+        for c, track_id in enumerate(ids):
+            if track_id < 0:
+                track = _Track(
+                    self._new_id(),
+                    boxes[c].copy(),
+                    float(detections.score[c]),
+                    timestamp,
+                    np.zeros(2),
+                )
+                self._tracks.append(track)
+                ids[c] = track.id
+        # Expire after matching, not before: a track alive at the previous detector run can
+        # still be matched at this one however long the gap (so interpolation across skipped
+        # frames works even with hold_s = 0); it is dropped only once it has missed a run and
+        # its hold has run out.
+        self._tracks = [t for t in self._tracks if timestamp - t.last_seen <= self.config.hold_s]
+        return ids
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id - 1
+
+    @staticmethod
+    def _follow(track: _Track, box: np.ndarray, score: float, timestamp: float) -> None:
+        """Move a track to its new detection, updating its velocity estimate."""
+        dt = timestamp - track.last_seen
+        if dt > 0:
+            velocity = (centre(box) - centre(track.box)) / dt
+            # Averaged with the previous estimate: one jittery box should not fling the
+            # prediction.
+            track.velocity = (track.velocity + velocity) / 2 if track.hits > 1 else velocity
+        track.hits += 1
+        track.box = box.copy()
+        track.score = score
+        track.last_seen = timestamp
