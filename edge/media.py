@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -33,7 +33,9 @@ def atomic_output(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -53,6 +55,8 @@ class VideoInfo:
 
 
 def probe(path: Path) -> VideoInfo:
+    """Stream facts from the container. width and height are as coded, before the display
+    rotation that read_frames applies."""
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -70,15 +74,21 @@ def probe(path: Path) -> VideoInfo:
         raise MediaError(f"{path}: cannot read video: {error}") from None
 
 
-def read_frames(path: Path) -> Iterator[Frame]:
-    """Decode every frame of the first video stream as BGR. Raises MediaError on a corrupt file."""
+def read_frames(path: Path) -> Generator[Frame, None, None]:
+    """Decode every frame of the first video stream as BGR, turned upright as a player shows it
+    (phone videos store portrait frames sideways plus a rotation; a face lying on its side is
+    easily missed by a detector). Raises MediaError on a corrupt file."""
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for index, decoded in enumerate(container.decode(stream)):
                 seconds = float(decoded.time) if decoded.time is not None else 0.0
-                yield Frame(decoded.to_ndarray(format="bgr24"), index, seconds)
+                image: np.ndarray = decoded.to_ndarray(format="bgr24")
+                quarter_turns = round(decoded.rotation / 90) % 4  # counter-clockwise
+                if quarter_turns:
+                    image = np.ascontiguousarray(np.rot90(image, quarter_turns))
+                yield Frame(image, index, seconds)
     except (av.FFmpegError, IndexError) as error:
         raise MediaError(f"{path}: cannot decode video: {error}") from None
 
@@ -95,13 +105,18 @@ class H264Writer:
         self.width, self.height = width - width % 2, height - height % 2
         self._first_timestamp: float | None = None
         self._last_pts = -1
+        self._container: av.container.OutputContainer | None
         try:
             self._container = av.open(str(self.path), mode="w", format="mp4")
+        except av.FFmpegError as error:
+            raise MediaError(f"{self.path}: cannot open H.264 writer: {error}") from error
+        try:
             self._stream = self._container.add_stream(
                 "libx264", rate=Fraction(fps).limit_denominator(1001), options=H264_OPTIONS
             )
         except av.FFmpegError as error:
-            raise MediaError(f"{self.path}: cannot open H.264 writer: {error}") from None
+            self._container.close()
+            raise MediaError(f"{self.path}: cannot open H.264 encoder: {error}") from error
         self._stream.width = self.width
         self._stream.height = self.height
         self._stream.pix_fmt = "yuv420p"
@@ -110,6 +125,8 @@ class H264Writer:
 
     def write(self, frame: RedactedFrame) -> None:
         frame = require_redacted(frame)
+        if self._container is None:
+            raise MediaError(f"{self.path}: writer already closed")
         if self._first_timestamp is None:
             self._first_timestamp = frame.timestamp
         pts = int(round((frame.timestamp - self._first_timestamp) / _TIME_BASE))
@@ -122,19 +139,23 @@ class H264Writer:
         try:
             self._container.mux(self._stream.encode(video_frame))
         except av.FFmpegError as error:
-            raise MediaError(f"{self.path}: encode failed: {error}") from None
+            # Chained, not hidden: callers read the errno (ENOSPC) from __cause__.
+            raise MediaError(f"{self.path}: encode failed: {error}") from error
         self.frames_written += 1
 
     def close(self) -> None:
-        """Flush buffered frames and close the file. Errors propagate: a file that did not
-        close cleanly must not be treated as a finished recording."""
+        """Flush buffered frames and close the file. Errors propagate as MediaError (cause
+        chained): a file that did not close cleanly must not be treated as a finished recording."""
         if self._container is None:
             return
         container, self._container = self._container, None
         try:
-            container.mux(self._stream.encode(None))
-        finally:
-            container.close()
+            try:
+                container.mux(self._stream.encode(None))
+            finally:
+                container.close()
+        except av.FFmpegError as error:
+            raise MediaError(f"{self.path}: cannot finish the file: {error}") from error
 
     def __enter__(self) -> H264Writer:
         return self
