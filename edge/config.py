@@ -164,7 +164,9 @@ class EdgeblurConfig(_Strict):
         return camera.detector or self.detector
 
 
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<cred>[^@/\s]+)@", re.I)
+# Greedy up to the last "@": a password with a raw "/" or "@" is still masked whole (masking
+# too much of a URL is harmless, too little leaks a credential).
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<cred>\S*)@", re.I)
 
 
 def mask_credentials(url: str) -> str:

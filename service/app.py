@@ -1,0 +1,124 @@
+"""The HTTP control plane: `create_app(control, settings)` builds it; nothing runs at import.
+
+Routes (access rules in service.deps):
+  GET  /healthz, /readyz                       probes, no token
+  GET  /metrics                                Prometheus text
+  GET  /api/config, /api/config/schema, /api/config/audit
+  PUT  /api/config, PATCH /api/config          need a configured token (see service.routes.config)
+  GET  /api/cameras, /api/cameras/{id}/snapshot.jpg, /api/cameras/{id}/stream.mjpg
+  GET  /docs                                   OpenAPI UI
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edge.control import Control
+from service.audit import AuditLog
+from service.deps import AppSettings, ServiceState
+from service.routes import cameras, config, health, metrics
+
+__all__ = ["AppSettings", "create_app"]
+
+
+def create_app(control: Control, settings: AppSettings) -> FastAPI:
+    """The API for one pipeline. `control` is the only way it reaches the cameras."""
+    app = FastAPI(
+        title="edgeblur",
+        summary="Faces are masked on the device before any frame is stored or streamed.",
+        version="0.1.0",
+    )
+    app.state.edgeblur = ServiceState(
+        control=control, settings=settings, audit=AuditLog(settings.audit_log)
+    )
+    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+    app.add_exception_handler(RequestValidationError, _request_validation_error)
+    for router in (health.router, metrics.router, config.router, cameras.router):
+        app.include_router(router)
+    return app
+
+
+async def _request_validation_error(request: Request, error: Exception) -> JSONResponse:
+    """FastAPI's default echoes the offending input, which may hold credentials; this does not."""
+    assert isinstance(error, RequestValidationError)
+    detail = [
+        {"loc": list(item["loc"]), "msg": item["msg"], "type": item["type"]}
+        for item in error.errors()
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than {limit} bytes")
+
+
+class BodySizeLimit:
+    """ASGI middleware: bodies over `max_body_bytes` get 413.
+
+    A declared Content-Length over the limit is refused before anything is read; a chunked (or
+    understated) body is counted as it arrives and refused once it passes the limit, so an
+    endpoint never holds more than the limit in memory.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_body_bytes
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await _send_too_large(scope, receive, send, limit)
+            return
+
+        received = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except BodyTooLarge:
+            # Routes that read through FastAPI turn this into a 413 themselves (it is an
+            # HTTPException); this catches readers that let it escape.
+            if started:
+                raise
+            await _send_too_large(scope, receive, send, limit)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _send_too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    detail = {"detail": f"request body is larger than {limit} bytes"}
+    # Connection: close, so the server need not read the rest of the body it refused.
+    response = JSONResponse(detail, status_code=413, headers={"Connection": "close"})
+    await response(scope, receive, send)
+
