@@ -1,0 +1,104 @@
+"""bench/video_leaks.py: the leak counter on a synthetic clip through real H.264, with known
+face boxes (no detector), and its face linking. No timing here: speed lives in bench/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from bench.video_leaks import LeakTally, assess, unchanged_fraction
+from edge.media import H264Writer
+from edge.redact import Redactor
+from edge.types import Detections, Frame
+
+# Two faces side by side on a 640x320 canvas: the astronaut's (left) and Grace Hopper's
+# (right), each photo squeezed into a 320x320 half (see the conftest fixtures for where the
+# faces sit in the photos).
+FACE_BOXES = np.array([[106, 37, 156, 100], [430, 66, 542, 179]], np.float32)
+FRAMES = 12
+LEAKED = {0: {2, 3, 4}, 1: {6, 7, 8, 9, 10}}  # face -> frames written unmasked
+
+
+@pytest.fixture(scope="module")
+def two_face_clip(
+    tmp_path_factory: pytest.TempPathFactory,
+    astronaut_bgr: np.ndarray,
+    grace_hopper_bgr: np.ndarray,
+) -> tuple[Path, Path]:
+    """An original clip and a redacted one where each face is left unmasked on LEAKED frames."""
+    folder = tmp_path_factory.mktemp("leaks")
+    canvas = np.hstack([cv2.resize(astronaut_bgr, (320, 320)),
+                        cv2.resize(grace_hopper_bgr, (320, 320))])
+    redactor = Redactor()
+    original, redacted = folder / "original.mp4", folder / "redacted.mp4"
+    with H264Writer(original, 640, 320, 25) as raw, H264Writer(redacted, 640, 320, 25) as out:
+        for index in range(FRAMES):
+            # A little camera noise, so the frames are not identical.
+            noise = np.random.default_rng(index).integers(-3, 4, canvas.shape)
+            image = np.clip(canvas + noise, 0, 255).astype(np.uint8)
+            frame = Frame(image, index, index / 25)
+            masked = [face for face in (0, 1) if index not in LEAKED[face]]
+            raw.write(redactor.redact(frame, Detections.empty()))
+            out.write(redactor.redact(frame, Detections(FACE_BOXES[masked],
+                                                        np.ones(len(masked), np.float32))))
+    return original, redacted
+
+
+def test_leaks_are_counted_on_exactly_the_unmasked_face_frames(
+    two_face_clip: tuple[Path, Path],
+) -> None:
+    original, redacted = two_face_clip
+
+    result = assess(original, redacted,
+                    lambda image: Detections(FACE_BOXES, np.ones(2, np.float32)))
+
+    assert result.frames == FRAMES
+    assert result.tally.face_frames == 2 * FRAMES
+    assert result.tally.leaked_frames == len(LEAKED[0]) + len(LEAKED[1])
+    assert result.tally.longest_run == 5
+    assert result.tally.longest_run_frames == (6, 10)
+
+
+def test_an_unchanged_original_is_all_leaks_and_its_runs_span_the_clip(
+    two_face_clip: tuple[Path, Path],
+) -> None:
+    original, _ = two_face_clip
+
+    result = assess(original, original,
+                    lambda image: Detections(FACE_BOXES, np.ones(2, np.float32)))
+
+    assert result.tally.leaked_frames == 2 * FRAMES
+    assert result.tally.longest_run_frames == (0, FRAMES - 1)
+
+
+def test_runs_follow_each_face_by_overlap_and_bridge_short_misses() -> None:
+    tally = LeakTally()
+    left, right = np.array([0, 0, 10, 10.0]), np.array([100, 0, 110, 10.0])
+    tally.add(0, np.stack([left, right]), np.array([True, False]))
+    tally.add(1, np.stack([right + 1, left + 1]), np.array([False, True]))  # order swapped
+    tally.add(2, np.stack([right]), np.array([True]))  # left missed by the reference
+    tally.add(3, np.stack([left + 2, right]), np.array([True, True]))
+    tally.add(4, np.stack([left + 2]), np.array([False]))
+
+    assert tally.face_frames == 8
+    assert tally.leaked_frames == 5
+    assert tally.longest_run == 3  # left on frames 0, 1, 3 (missed on 2)
+    assert tally.longest_run_frames == (0, 3)
+
+
+@pytest.mark.parametrize(
+    ("box", "expected"),
+    [
+        ((0, 0, 4, 2), 0.5),  # top-left 4x2: the unchanged half is the first row
+        ((-5, -5, 4, 1), 1.0),  # clipped to the image
+        ((1.5, 0.2, 2.5, 1.8), 0.5),  # rounded outwards to columns 1-2, rows 0-1
+        ((10, 10, 20, 20), None),  # outside
+    ],
+)
+def test_unchanged_fraction(box: tuple[float, ...], expected: float | None) -> None:
+    diff = np.array([[0, 7, 1, 2], [8, 9, 200, 30]], np.uint8)
+
+    assert unchanged_fraction(diff, np.array(box), tolerance=8) == expected
