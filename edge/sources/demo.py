@@ -80,7 +80,8 @@ def _load_photo(name: str) -> np.ndarray:
         image = cv2.imread(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
     except ImportError as error:
         raise SourceError(
-            f"demo camera: needs scikit-image and matplotlib for its photos ({error})",
+            f"demo camera: needs scikit-image and matplotlib for its photos ({error}); "
+            "install them with `pip install edgeblur[demo]`",
             retryable=False,
         ) from None
     if image is None:
