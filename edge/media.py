@@ -121,6 +121,9 @@ class H264Writer:
         self._stream.height = self.height
         self._stream.pix_fmt = "yuv420p"
         self._stream.time_base = _TIME_BASE
+        # Without this the encoder rounds pts to whole frame intervals (1/fps), so two jittered
+        # live frames can collide and the muxer refuses them.
+        self._stream.codec_context.time_base = _TIME_BASE
         self.frames_written = 0
 
     def write(self, frame: RedactedFrame) -> None:
