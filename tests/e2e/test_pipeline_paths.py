@@ -1,0 +1,97 @@
+"""The pipeline's other paths, end to end: frames the detector skipped are only trusted when
+the detections on both sides of them succeeded; a file that ends stops its camera and a
+missing one fails it without touching the others; motion privacy mode needs no model."""
+
+from __future__ import annotations
+
+import numpy as np
+from e2e_support import camera_config, demo_camera, sample, status_of, wait_until
+
+from edge.detectors.base import Detector
+from edge.errors import DetectorError
+from edge.media import probe
+from edge.pipeline import Pipeline
+from edge.types import Detections
+
+
+class FailsOnCall(Detector):
+    """A real detector, except that its `bad_call`-th call raises (a fault no real model can
+    be made to produce on demand)."""
+
+    name = "fails-on-call"
+
+    def __init__(self, real: Detector, bad_call: int) -> None:
+        self.real = real
+        self.bad_call = bad_call
+        self.calls = 0
+
+    def detect(self, image: np.ndarray) -> Detections:
+        self.calls += 1
+        if self.calls == self.bad_call:
+            raise DetectorError(f"injected fault on call {self.calls}")
+        return self.real.detect(image)
+
+
+def test_skipped_frames_beside_a_failed_detection_fail_closed(tmp_path, running) -> None:
+    from edge.detectors.registry import build_detector
+
+    # Detection runs on frames 0, 3, 6, ... (after one warm-up call); its 4th call, on frame
+    # 6, fails. Frames 4-5 wait for it and frames 7-8 have nothing before them: all five
+    # must be withheld, no more.
+    config = camera_config(
+        tmp_path,
+        [demo_camera(source={"type": "demo", "width": 320, "height": 180, "realtime": False})],
+        tracking={"detect_every": 3, "lookahead_frames": 2},
+    )
+    pipeline = running(
+        Pipeline(
+            config,
+            detector_factory=lambda s, store: FailsOnCall(build_detector(s, store), bad_call=4),
+        )
+    )
+    wait_until(lambda: status_of(pipeline, "demo").frames_out >= 30, 60, "30 frames out")
+    assert sample(
+        pipeline, "edgeblur_frames_withheld_total", camera="demo", reason="detector_error"
+    ) == 5
+    status = status_of(pipeline, "demo")
+    assert status.ready, status.reason
+    assert status.frames_withheld == 5
+
+
+def test_file_end_stops_and_missing_file_fails_only_its_camera(
+    tmp_path, running, face_video
+) -> None:
+    config = camera_config(
+        tmp_path,
+        [
+            {
+                "id": "once",
+                "source": {"type": "file", "path": str(face_video), "realtime": False},
+                "recording": {"segment_s": 1.0},
+            },
+            {"id": "missing", "source": {"type": "file", "path": str(tmp_path / "nope.mp4")}},
+        ],
+    )
+    pipeline = running(Pipeline(config))
+    wait_until(lambda: status_of(pipeline, "missing").state == "failed", 20, "missing failed")
+    missing = status_of(pipeline, "missing")
+    assert "nope.mp4" in missing.last_error and not missing.ready
+    wait_until(lambda: status_of(pipeline, "once").state == "stopped", 120, "the file to end")
+    once = status_of(pipeline, "once")
+    # Read for every frame (not paced): each one was processed and recorded, none dropped.
+    assert once.frames_in == once.frames_out == probe(face_video).frames
+    assert not once.ready and once.faces_redacted > 0
+
+
+def test_motion_only_mode_needs_no_model(tmp_path, running) -> None:
+    empty_cache = tmp_path / "models"
+    empty_cache.mkdir()
+    config = camera_config(
+        tmp_path,
+        [demo_camera(motion={"mode": "only"})],
+        models={"cache_dir": str(empty_cache)},
+    )
+    pipeline = running(Pipeline(config))
+    wait_until(lambda: status_of(pipeline, "demo").ready, 30, "the motion-only camera ready")
+    assert status_of(pipeline, "demo").faces_redacted > 0  # moving regions were masked
+    assert sample(pipeline, "edgeblur_detector_latency_seconds_count", camera="demo") == 0
