@@ -26,7 +26,9 @@ def parse_config(data: Any, origin: str = "config") -> EdgeblurConfig:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
+        raise ConfigError(
+            f"{origin}: expected a mapping at the top level, got {type(data).__name__}"
+        )
     try:
         return EdgeblurConfig.model_validate(data)
     except ValidationError as error:
@@ -49,7 +51,9 @@ def load_config(path: Path | None) -> EdgeblurConfig:
 
 
 def config_to_dict(config: EdgeblurConfig) -> dict[str, Any]:
-    return config.model_dump(mode="json", exclude_none=True)
+    # None is kept: for a field whose default is not None (centerface small_face_threshold)
+    # it is a setting, and dropping it would bring the default back at the next load.
+    return config.model_dump(mode="json")
 
 
 def save_config(config: EdgeblurConfig, path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Errors with messages a technician can act on. Each names what failed and, where known, the fix."""
+"""Errors with messages a technician can act on: each names what failed and, where known,
+the fix."""
 
 from __future__ import annotations
 

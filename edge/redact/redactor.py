@@ -59,8 +59,9 @@ def _ellipse_mask(height: int, width: int) -> np.ndarray:
     mask = np.zeros((height, width), np.uint8)
     # Drawn at 4x sub-pixel precision so small masks stay elliptical and touch every edge.
     shift = 2
-    centre = (int(round((width - 1) / 2 * (1 << shift))), int(round((height - 1) / 2 * (1 << shift))))
-    axes = (int(round(width / 2 * (1 << shift))), int(round(height / 2 * (1 << shift))))
+    unit = 1 << shift
+    centre = (round((width - 1) / 2 * unit), round((height - 1) / 2 * unit))
+    axes = (round(width / 2 * unit), round(height / 2 * unit))
     cv2.ellipse(mask, centre, axes, 0, 0, 360, 1, thickness=-1, shift=shift)
     return mask.astype(bool)
 
