@@ -7,13 +7,18 @@ Routes (access rules in service.deps):
   PUT  /api/config, PATCH /api/config          need a configured token (see service.routes.config)
   GET  /api/cameras, /api/cameras/{id}/snapshot.jpg, /api/cameras/{id}/stream.mjpg
   GET  /docs                                   OpenAPI UI
+  GET  /, /static/*                            the operator's dashboard: static files, no token
+                                               (its data comes from the API above, with one)
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge.control import Control
@@ -22,6 +27,17 @@ from service.deps import AppSettings, ServiceState
 from service.routes import cameras, config, health, metrics
 
 __all__ = ["AppSettings", "create_app"]
+
+STATIC_DIR = Path(__file__).with_name("static")
+# The dashboard loads nothing from elsewhere and may not be framed; no-referrer keeps the
+# preview URLs' ?token= out of Referer headers.
+_DASHBOARD_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
 
 
 def create_app(control: Control, settings: AppSettings) -> FastAPI:
@@ -38,7 +54,13 @@ def create_app(control: Control, settings: AppSettings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _request_validation_error)
     for router in (health.router, metrics.router, config.router, cameras.router):
         app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_api_route("/", _dashboard, methods=["GET"], include_in_schema=False)
     return app
+
+
+def _dashboard() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", headers=_DASHBOARD_HEADERS)
 
 
 async def _request_validation_error(request: Request, error: Exception) -> JSONResponse:
