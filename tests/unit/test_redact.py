@@ -1,0 +1,124 @@
+"""Redaction: masks cover their box to the last pixel row and column, change nothing outside,
+and RedactedFrame comes from the redactor alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from edge.redact import RedactionConfig, Redactor
+from edge.redact.redactor import mask_bounds
+from edge.sinks.snapshot import SnapshotSink
+from edge.types import Detections, Frame, RedactedFrame, RedactionRecord, require_redacted
+
+
+def _frame(height: int = 120, width: int = 160) -> Frame:
+    rng = np.random.default_rng(7)
+    return Frame(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), 3, 1.5)
+
+
+def _boxes(*rows: tuple[float, float, float, float]) -> Detections:
+    return Detections(np.array(rows, np.float32), np.ones(len(rows), np.float32))
+
+
+@pytest.mark.parametrize(
+    ("box", "scale", "expected"),
+    [
+        ((10, 20, 30, 60), 1.0, (10, 20, 30, 60)),
+        ((10, 20, 30, 60), 1.5, (5, 10, 35, 70)),
+        ((10.2, 20.7, 29.1, 59.5), 1.0, (10, 20, 30, 60)),  # rounded outwards
+        ((150, 100, 170, 130), 1.0, (150, 100, 160, 120)),  # clipped to width/height, not -1
+        ((-20, -10, 5, 5), 1.0, (0, 0, 5, 5)),
+        ((200, 200, 220, 220), 1.0, None),  # wholly outside: nothing to mask
+    ],
+)
+def test_mask_bounds(box, scale, expected) -> None:
+    bounds = mask_bounds(np.array([box], np.float32), scale, width=160, height=120)
+    assert bounds == ([expected] if expected else [])
+
+
+@pytest.mark.parametrize("method", ["noise", "solid", "pixelate", "blur"])
+@pytest.mark.parametrize("shape", ["box", "ellipse"])
+def test_changes_only_inside_the_mask(method: str, shape: str) -> None:
+    frame = _frame()
+    redactor = Redactor(RedactionConfig(method=method, shape=shape, mask_scale=1.0))
+    out = redactor.redact(frame, _boxes((40, 30, 100, 90)))
+    changed = np.any(out.image != frame.image, axis=2)
+    outside = np.ones_like(changed)
+    outside[30:90, 40:100] = False
+    assert not changed[outside].any()
+    assert changed[30:90, 40:100].mean() > (0.9 if shape == "box" else 0.7)
+
+
+def test_mask_reaches_last_row_and_column() -> None:
+    frame = _frame()
+    out = Redactor(RedactionConfig(method="solid")).redact(frame, _boxes((130, 90, 160, 120)))
+    assert (out.image[-1, -1] == 128).all()
+    assert (out.image[90:, 130:] == 128).all()
+
+
+def test_noise_fill_keeps_no_face_pixels() -> None:
+    """Almost every pixel differs from the original by more than compression noise."""
+    frame = _frame()
+    out = Redactor().redact(frame, _boxes((40, 30, 100, 90)))
+    grown = mask_bounds(np.array([[40, 30, 100, 90]], np.float32), 1.3, 160, 120)[0]
+    x1, y1, x2, y2 = grown
+    diff = np.abs(out.image[y1:y2, x1:x2].astype(int) - frame.image[y1:y2, x1:x2].astype(int))
+    assert (diff.max(axis=2) >= 3).mean() > 0.95
+
+
+def test_noise_is_not_reproducible() -> None:
+    frame = _frame()
+    redactor = Redactor()
+    first = redactor.redact(frame, _boxes((40, 30, 100, 90))).image
+    second = redactor.redact(frame, _boxes((40, 30, 100, 90))).image
+    assert not np.array_equal(first, second)
+
+
+def test_raw_frame_untouched_and_output_read_only() -> None:
+    frame = _frame()
+    before = frame.image.copy()
+    out = Redactor().redact(frame, _boxes((40, 30, 100, 90)))
+    assert np.array_equal(frame.image, before)
+    assert not out.image.flags.writeable
+    assert (out.index, out.timestamp, out.record.regions) == (3, 1.5, 1)
+
+
+def test_many_faces_all_masked() -> None:
+    """No cap on the number of faces: a crowd of 400 is masked whole."""
+    frame = _frame(400, 400)
+    rows = [(x, y, x + 10, y + 10) for x in range(0, 400, 20) for y in range(0, 400, 20)]
+    out = Redactor(RedactionConfig(method="solid", mask_scale=1.0)).redact(frame, _boxes(*rows))
+    assert out.record.regions == 400
+    for x1, y1, x2, y2 in rows:
+        assert (out.image[y1:y2, x1:x2] == 128).all()
+
+
+def test_mask_all_hides_everything() -> None:
+    out = Redactor().mask_all(_frame(), "detector_error")
+    assert (out.image == 128).all()
+    assert out.record == RedactionRecord(0, True, "detector_error")
+
+
+def test_redacted_frame_cannot_be_forged() -> None:
+    frame = _frame()
+    with pytest.raises(TypeError, match="only be created by edge.redact"):
+        RedactedFrame(object(), frame.image, 0, 0.0, RedactionRecord(0, False))
+
+
+@pytest.mark.parametrize("raw", [_frame(), _frame().image, None])
+def test_sinks_refuse_anything_but_redacted(raw) -> None:
+    with pytest.raises(TypeError, match="RedactedFrame"):
+        require_redacted(raw)
+    with pytest.raises(TypeError, match="RedactedFrame"):
+        SnapshotSink().write(raw)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"mask_scale": 0.5}, {"method": "gauss"}, {"shape": "circle"}, {"colour": "red"}],
+)
+def test_bad_settings_refused(settings) -> None:
+    with pytest.raises(ValidationError):
+        RedactionConfig(**settings)
