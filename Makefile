@@ -1,22 +1,20 @@
-# Two commands a person needs: `make run` and `make test`. Both set everything up first.
-PYTHON ?= python3
+# Two commands a person needs: `make run` and `make test`. Both set everything up first,
+# through scripts/install.sh (the same installer CI, the Dockerfiles and the Pi use).
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install models run test lint bench-recall clean
+.PHONY: install models run test lint clean
 
 install: $(STAMP) models
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(STAMP): pyproject.toml scripts/install.sh
+	scripts/install.sh --venv $(VENV) --extras test --editable
 	touch $@
 
 # Idempotent: models already in the cache are only re-verified.
 models: $(STAMP)
-	$(BIN)/edgeblur models fetch
+	scripts/install.sh --venv $(VENV) --models
 
 run: install
 	$(BIN)/edgeblur serve

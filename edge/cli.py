@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter, ValidationError
 
 from edge.errors import ConfigError, EdgeblurError, ModelError
+from edge.verify import add_arguments as verify_arguments
 
 if TYPE_CHECKING:
     from edge.config import EdgeblurConfig
@@ -121,12 +122,26 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("names", nargs="*", metavar="NAME", help="models (default: the default set)")
     fetch.set_defaults(run=_run_models_fetch)
 
+    verify = commands.add_parser(
+        "verify",
+        parents=[common],
+        help="audit recordings and images: report every frame where a face is detectable",
+    )
+    verify.set_defaults(run=_run_verify)
+    verify_arguments(verify)
+
     serve = commands.add_parser("serve", parents=[common], help="run the camera service")
     serve.add_argument("--config", type=Path, metavar="FILE", help="YAML config file")
     serve.add_argument("--host", help="address to bind (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default from config: 8080)")
     serve.set_defaults(run=_run_serve)
     return parser
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from edge.verify import run
+
+    return run(args)
 
 
 def _config(args: argparse.Namespace) -> EdgeblurConfig:

@@ -20,10 +20,11 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # (the blazeface extra) needs libEGL.so.1 and libGLESv2.so.2. PyAV bundles its own FFmpeg.
 # ca-certificates: `edgeblur models fetch` downloads over HTTPS.
 RUNTIME_PACKAGES="ca-certificates libgl1 libglib2.0-0 libxcb1 libegl1 libgles2"
-# What the tests run for real: the ffmpeg CLI, a GStreamer RTSP server on loopback (through
-# PyGObject) and Chromium for the preview page. Keep in step with what the tests import.
-TEST_PACKAGES="ffmpeg gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-good \
-gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav chromium"
+# What CI and the tests run for real: make (`make test`), the ffmpeg CLI, a GStreamer RTSP
+# server on loopback (through PyGObject), and Chromium with its driver for the dashboard's
+# Selenium tests.
+TEST_PACKAGES="make ffmpeg gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-good \
+gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav chromium chromium-driver"
 
 usage() {
     cat <<USAGE

@@ -100,6 +100,14 @@ def test_every_copied_path_exists_and_is_in_the_build_context(name: str) -> None
     assert "scripts/install.sh" in copied
 
 
+def test_ci_and_make_use_the_same_installer_as_the_images() -> None:
+    ci = (REPO / ".ci/run").read_text()
+    makefile = (REPO / "Makefile").read_text()
+    assert "scripts/install.sh --system --test-system" in ci
+    assert "make test" in ci
+    assert "scripts/install.sh --venv $(VENV)" in makefile
+
+
 @pytest.mark.parametrize("name", DOCKERFILES)
 def test_images_install_with_the_shared_script_and_bake_in_models(name: str) -> None:
     runs = " ".join(i["value"] for i in _instructions(name) if i["instruction"] == "RUN")
