@@ -522,17 +522,19 @@ DEMO_FRAMES = (0, 37, 111, 200)
 
 
 def test_demo_faces_are_found_by_the_default_detector(opened) -> None:
-    # TODO(lead): drop this guard once edge.models lands (written in parallel).
-    models = pytest.importorskip("edge.models")
     from edge.detectors.centerface import CenterFaceConfig
     from edge.detectors.registry import build_detector
+    from edge.models import ModelStore
 
-    detector = build_detector(CenterFaceConfig(), models.ModelStore())
+    detector = build_detector(CenterFaceConfig(), ModelStore())
     source = opened(DemoSource(DemoSourceConfig(realtime=False)))
     for index in DEMO_FRAMES:
         found = detector.detect(source.render(index))
-        assert len(found) == 4, (index, found.heights)
-        assert 60 <= found.heights.min() and found.heights.max() <= 300, found.heights
+        # The four portraits; the default's low small-face threshold may add small boxes on
+        # the background, which only mask more.
+        portraits = found.heights[found.heights >= 60]
+        assert len(portraits) == 4, (index, found.heights)
+        assert portraits.max() <= 300, found.heights
 
 
 @pytest.mark.shared
