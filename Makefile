@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml scripts/install.sh
 
 # Idempotent: models already in the cache are only re-verified.
 models: $(STAMP)
-	scripts/install.sh --venv $(VENV) --models
+	$(BIN)/edgeblur models fetch
 
 run: install
 	$(BIN)/edgeblur serve

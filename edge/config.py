@@ -54,6 +54,52 @@ class TrackingConfig(_Strict):
         return self
 
 
+class VideoConfig(_Strict):
+    """`edgeblur video` only (offline files, no latency limit): speed levers that the camera
+    service and `edgeblur image` do not use. The tracking section's hold_s and iou_match
+    apply; its detect_every and lookahead_frames are replaced by the ones here."""
+
+    detect_long_side: int | None = Field(
+        960,
+        ge=320,
+        le=8192,
+        description="Detect on frames scaled down so their long side is at most this many "
+        "pixels, unless the detector sets its own input_long_side; none = native size. 960 "
+        "halves 1080p (about 4x less work); the look-ahead covers what one run misses.",
+    )
+    detect_every: int = Field(
+        4,
+        ge=1,
+        le=30,
+        description="Run the detector on every k-th frame; the frames between are masked from "
+        "the detections on both sides of them (look-ahead), never left unchecked.",
+    )
+    lookahead_frames: int = Field(
+        8,
+        ge=0,
+        le=100,
+        description="Frames held back so a face found later is also masked before it was "
+        "first seen (costs width x height x 3 bytes each). At least detect_every - 1; "
+        "2 x detect_every lets a face first seen moving fast be followed back along its "
+        "velocity (from its first two detections).",
+    )
+
+    @model_validator(mode="after")
+    def _skipping_needs_lookahead(self) -> VideoConfig:
+        if self.lookahead_frames < self.detect_every - 1:
+            raise ValueError(
+                f"video.detect_every={self.detect_every} needs video.lookahead_frames >= "
+                f"{self.detect_every - 1}, else faces appearing between detections go unmasked"
+            )
+        return self
+
+    def tracking(self, base: TrackingConfig) -> TrackingConfig:
+        """`base` with this section's detect_every and lookahead_frames."""
+        return base.model_copy(
+            update={"detect_every": self.detect_every, "lookahead_frames": self.lookahead_frames}
+        )
+
+
 class MotionConfig(_Strict):
     """Motion privacy mode: mask every moving region, no model needed."""
 
@@ -130,7 +176,9 @@ class ServiceConfig(_Strict):
 
 class ModelsConfig(_Strict):
     cache_dir: Path | None = Field(
-        None, description="Model cache directory; default: the user's cache dir / edgeblur."
+        None,
+        description="Model cache directory; default: $EDGEBLUR_MODEL_DIR, else the user's "
+        "cache directory (~/.cache/edgeblur/models on Linux).",
     )
 
 
@@ -146,6 +194,7 @@ class EdgeblurConfig(_Strict):
     )
     redaction: RedactionConfig = Field(default_factory=RedactionConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    video: VideoConfig = Field(default_factory=VideoConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
