@@ -55,6 +55,23 @@ def mask_bounds(
     return bounds
 
 
+def _uncontained(bounds: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """`bounds` without those lying wholly inside another (of two equal ones, one is kept)."""
+    if len(bounds) < 2:
+        return bounds
+    b = np.asarray(bounds)
+    inside = (
+        (b[:, None, 0] >= b[None, :, 0])
+        & (b[:, None, 1] >= b[None, :, 1])
+        & (b[:, None, 2] <= b[None, :, 2])
+        & (b[:, None, 3] <= b[None, :, 3])
+    )  # inside[i, j]: box i lies within box j
+    np.fill_diagonal(inside, False)
+    # Of identical boxes, only the later one counts as inside the earlier.
+    inside &= ~(inside.T & np.tri(len(b), k=-1, dtype=bool).T)
+    return [bounds[i] for i in np.flatnonzero(~inside.any(axis=1))]
+
+
 def _ellipse_mask(height: int, width: int) -> np.ndarray:
     mask = np.zeros((height, width), np.uint8)
     # Drawn at 4x sub-pixel precision so small masks stay elliptical and touch every edge.
@@ -83,6 +100,10 @@ class Redactor:
         """Return a new image with every box masked. The raw frame is left untouched."""
         image = frame.image.copy()
         bounds = mask_bounds(boxes.xyxy, self.config.mask_scale, frame.width, frame.height)
+        if self.config.shape == "box":
+            # Tracking and look-ahead stack several boxes on one face; a rectangle inside
+            # another is masked by it already (an ellipse inside another may not be).
+            bounds = _uncontained(bounds)
         for x1, y1, x2, y2 in bounds:
             region = image[y1:y2, x1:x2]
             if self.config.shape == "ellipse":
