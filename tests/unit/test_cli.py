@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.config import TrackingConfig
 from edge.detectors.base import Detector
 from edge.detectors.centerface import CenterFaceConfig
 from edge.errors import DetectorError
@@ -571,6 +572,35 @@ def test_video_detector_failure_masks_whole_frame_and_counts_it(
     for index, image in enumerate(decoded):
         flat = bool(image.reshape(-1, 3).std(axis=0).max() < 2)  # one colour, up to H.264 noise
         assert flat == (index in {3, 7}), index
+
+
+def test_video_skipping_detection_fails_closed_on_both_sides_of_a_failed_run(
+    tmp_path: Path, astronaut_bgr: np.ndarray, checker: Detector
+) -> None:
+    frames = moving_face_frames(astronaut_bgr, 10)
+    source = tmp_path / "in.mp4"
+    write_clip(source, frames)
+    boxes = [face_box(checker, frame) for frame in frames]
+    # Detector runs on frames 0, 3, 6 and 9 (always the last); the run on frame 6 fails.
+    detector = FailingDetector(checker, fail_on={2})
+
+    summary = redact_video(
+        source,
+        tmp_path / "out.mp4",
+        detector,
+        Redactor(RedactionConfig()),
+        tracking=TrackingConfig(detect_every=3, lookahead_frames=3),
+        progress=False,
+    )
+
+    assert detector.calls == 4
+    assert (summary.frames, summary.fully_masked) == (10, 5)
+    decoded = [frame.image for frame in read_frames(tmp_path / "out.mp4")]
+    for index, (original, image, box) in enumerate(zip(frames, decoded, boxes, strict=True)):
+        flat = bool(image.reshape(-1, 3).std(axis=0).max() < 2)
+        assert flat == (index in {4, 5, 6, 7, 8}), index
+        if not flat:  # skipped frames 1, 2 sit between two good runs: masked by look-ahead
+            assert_face_masked(checker, original, image, box)
 
 
 def test_video_missing_input_is_an_error(tmp_path: Path) -> None:
