@@ -9,8 +9,7 @@ instead of hanging it.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+from waiting import wait_until  # noqa: F401 - re-exported for the e2e tests
 
 from edge.config import EdgeblurConfig
 from edge.control import CameraStatus
@@ -34,20 +34,6 @@ WIDTH, HEIGHT, FPS = 640, 360, 10.0
 # badge scores 0.23 beside a masked face), which would fail the check for nothing.
 SERVICE_THRESHOLD = 0.5
 CHECK_THRESHOLD = 0.3
-
-
-def wait_until(
-    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1
-) -> Any:
-    """Poll `predicate` until it returns something truthy; fail the test after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 def status_of(pipeline: Pipeline, camera_id: str) -> CameraStatus:

@@ -9,15 +9,14 @@ tests/e2e.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
+from waiting import wait_until  # noqa: F401 - re-exported for the service tests
 
 from edge.config import EdgeblurConfig
 from edge.control import CameraStatus
@@ -27,17 +26,6 @@ RTSP_PASSWORD = "s3cret-pass"
 MJPEG_PASSWORD = "mjpeg-pw-42"
 RTSP_URL = f"rtsp://admin:{RTSP_PASSWORD}@192.0.2.10:554/stream1"
 MJPEG_URL = f"http://viewer:{MJPEG_PASSWORD}@192.0.2.11/video.mjpg"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def config_dict(tmp_path: Path) -> dict[str, Any]:

@@ -31,7 +31,7 @@ REPO = HERE.parents[1]
 SERVE_SCRIPT = """
 import sys, types
 from pathlib import Path
-sys.path.insert(0, {support!r})
+sys.path[:0] = [{support!r}, {tests!r}]
 from service_support import FakeControl
 
 marker = Path(sys.argv[3])
@@ -122,7 +122,7 @@ def test_sigterm_shuts_down_cleanly_with_a_preview_open(tmp_path):
     marker = tmp_path / "pipeline-state"
     log = tmp_path / "serve.log"
     port = free_port()
-    script = SERVE_SCRIPT.format(support=str(HERE))
+    script = SERVE_SCRIPT.format(support=str(HERE), tests=str(HERE.parent))
     env = {**os.environ, "EDGEBLUR_TOKEN": TOKEN, "PYTHONPATH": str(REPO)}
     with log.open("w") as log_file:
         process = subprocess.Popen(
