@@ -138,9 +138,27 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+# A refused body is read and discarded up to this much before answering: closing a socket with
+# unread data makes the kernel reset the connection, and the client would see that instead of
+# the 413. Beyond it the connection is simply closed.
+DRAIN_MAX_BYTES = 8 * 1024 * 1024
+
+
+async def _drain(receive: Receive) -> None:
+    drained = 0
+    while drained <= DRAIN_MAX_BYTES:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        drained += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
 async def _send_too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    await _drain(receive)
     detail = {"detail": f"request body is larger than {limit} bytes"}
-    # Connection: close, so the server need not read the rest of the body it refused.
+    # Connection: close, so the server need not read the rest of a body past DRAIN_MAX_BYTES.
     response = JSONResponse(detail, status_code=413, headers={"Connection": "close"})
     await response(scope, receive, send)
 
