@@ -33,21 +33,29 @@ class RedactionConfig(BaseModel):
     mask_scale: float = Field(
         1.3, ge=1.0, le=4.0, description="Each face box is grown by this factor about its centre."
     )
+    mask_lift: float = Field(
+        0.1,
+        ge=0.0,
+        le=0.5,
+        description="Extend each mask upwards by a further share of the face's height: a face "
+        "looking down shows forehead and hair above a box centred on the detection.",
+    )
     pixelate_blocks: int = Field(8, ge=2, le=64, description="Mosaic cells across a face.")
     blur_strength: float = Field(0.5, gt=0.0, le=2.0, description="Blur sigma per face size.")
 
 
 def mask_bounds(
-    xyxy: np.ndarray, scale: float, width: int, height: int
+    xyxy: np.ndarray, scale: float, width: int, height: int, lift: float = 0.0
 ) -> list[tuple[int, int, int, int]]:
-    """Grow each box about its centre and round outwards to whole pixels, clipped to the
-    image as half-open ranges [x1, x2) x [y1, y2), so the last row and column are reachable."""
+    """Grow each box by `scale` about its centre, extend its top by a further `lift` x its
+    height, and round outwards to whole pixels, clipped to the image as half-open ranges
+    [x1, x2) x [y1, y2), so the last row and column are reachable."""
     bounds = []
     for x1, y1, x2, y2 in xyxy.astype(np.float64):
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         hw, hh = (x2 - x1) * scale / 2, (y2 - y1) * scale / 2
         bx1 = max(0, math.floor(cx - hw))
-        by1 = max(0, math.floor(cy - hh))
+        by1 = max(0, math.floor(cy - hh - lift * (y2 - y1)))
         bx2 = min(width, math.ceil(cx + hw))
         by2 = min(height, math.ceil(cy + hh))
         if bx2 > bx1 and by2 > by1:
@@ -99,7 +107,9 @@ class Redactor:
     def redact(self, frame: Frame, boxes: Detections) -> RedactedFrame:
         """Return a new image with every box masked. The raw frame is left untouched."""
         image = frame.image.copy()
-        bounds = mask_bounds(boxes.xyxy, self.config.mask_scale, frame.width, frame.height)
+        bounds = mask_bounds(
+            boxes.xyxy, self.config.mask_scale, frame.width, frame.height, self.config.mask_lift
+        )
         if self.config.shape == "box":
             # Tracking and look-ahead stack several boxes on one face; a rectangle inside
             # another is masked by it already (an ellipse inside another may not be).

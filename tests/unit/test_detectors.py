@@ -193,7 +193,9 @@ def test_masked_face_is_no_longer_a_face_and_the_rest_is_untouched(
         changed = np.any(redacted != image, axis=2)
         allowed = np.zeros_like(changed)
         height, width = changed.shape
-        for x1, y1, x2, y2 in mask_bounds(boxes.xyxy, Redactor().config.mask_scale, width, height):
+        config = Redactor().config
+        grown = mask_bounds(boxes.xyxy, config.mask_scale, width, height, config.mask_lift)
+        for x1, y1, x2, y2 in grown:
             allowed[y1:y2, x1:x2] = True
         assert changed.any() and not (changed & ~allowed).any()
 

@@ -38,11 +38,25 @@ def test_mask_bounds(box, scale, expected) -> None:
     assert bounds == ([expected] if expected else [])
 
 
+def test_mask_lift_raises_the_mask() -> None:
+    """A face looking down shows its forehead above a centred box; the lift covers it."""
+    box = np.array([[40, 40, 80, 80]], np.float32)
+    assert mask_bounds(box, 1.5, 160, 120, lift=0.25) == [(30, 20, 90, 90)]
+    frame = _frame()
+    config = RedactionConfig(method="solid", mask_scale=1.0, mask_lift=0.25)
+    out = Redactor(config).redact(frame, _boxes((40, 40, 80, 80)))
+    assert (out.image[30:80, 40:80] == 128).all()
+    assert np.array_equal(out.image[80:, 40:80], frame.image[80:, 40:80])
+    assert np.array_equal(out.image[:30, 40:80], frame.image[:30, 40:80])
+
+
 @pytest.mark.parametrize("method", ["noise", "solid", "pixelate", "blur"])
 @pytest.mark.parametrize("shape", ["box", "ellipse"])
 def test_changes_only_inside_the_mask(method: str, shape: str) -> None:
     frame = _frame()
-    redactor = Redactor(RedactionConfig(method=method, shape=shape, mask_scale=1.0))
+    redactor = Redactor(
+        RedactionConfig(method=method, shape=shape, mask_scale=1.0, mask_lift=0.0)
+    )
     out = redactor.redact(frame, _boxes((40, 30, 100, 90)))
     changed = np.any(out.image != frame.image, axis=2)
     outside = np.ones_like(changed)
@@ -53,7 +67,9 @@ def test_changes_only_inside_the_mask(method: str, shape: str) -> None:
 
 def test_mask_reaches_last_row_and_column() -> None:
     frame = _frame()
-    out = Redactor(RedactionConfig(method="solid")).redact(frame, _boxes((130, 90, 160, 120)))
+    out = Redactor(RedactionConfig(method="solid", mask_lift=0.0)).redact(
+        frame, _boxes((130, 90, 160, 120))
+    )
     assert (out.image[-1, -1] == 128).all()
     assert (out.image[90:, 130:] == 128).all()
 
@@ -62,7 +78,9 @@ def test_noise_fill_keeps_no_face_pixels() -> None:
     """Almost every pixel differs from the original by more than compression noise."""
     frame = _frame()
     out = Redactor().redact(frame, _boxes((40, 30, 100, 90)))
-    grown = mask_bounds(np.array([[40, 30, 100, 90]], np.float32), 1.3, 160, 120)[0]
+    config = RedactionConfig()
+    box = np.array([[40, 30, 100, 90]], np.float32)
+    grown = mask_bounds(box, config.mask_scale, 160, 120, config.mask_lift)[0]
     x1, y1, x2, y2 = grown
     diff = np.abs(out.image[y1:y2, x1:x2].astype(int) - frame.image[y1:y2, x1:x2].astype(int))
     assert (diff.max(axis=2) >= 3).mean() > 0.95
@@ -89,7 +107,8 @@ def test_many_faces_all_masked() -> None:
     """No cap on the number of faces: a crowd of 400 is masked whole."""
     frame = _frame(400, 400)
     rows = [(x, y, x + 10, y + 10) for x in range(0, 400, 20) for y in range(0, 400, 20)]
-    out = Redactor(RedactionConfig(method="solid", mask_scale=1.0)).redact(frame, _boxes(*rows))
+    config = RedactionConfig(method="solid", mask_scale=1.0, mask_lift=0.0)
+    out = Redactor(config).redact(frame, _boxes(*rows))
     assert out.record.regions == 400
     for x1, y1, x2, y2 in rows:
         assert (out.image[y1:y2, x1:x2] == 128).all()
