@@ -20,6 +20,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def check_lookahead(detect_every: int, lookahead_frames: int, prefix: str) -> None:
+    """Every skipped frame must sit between two detections inside the look-ahead window."""
+    if lookahead_frames < detect_every - 1:
+        raise ValueError(
+            f"{prefix}detect_every={detect_every} needs {prefix}lookahead_frames >= "
+            f"{detect_every - 1}, else faces appearing between detections go unmasked"
+        )
+
+
 class TrackingConfig(_Strict):
     """Temporal masking. The tracker only ever adds boxes to what the detector found."""
 
@@ -46,11 +55,7 @@ class TrackingConfig(_Strict):
 
     @model_validator(mode="after")
     def _skipping_needs_lookahead(self) -> TrackingConfig:
-        if self.detect_every > 1 and self.lookahead_frames < self.detect_every - 1:
-            raise ValueError(
-                f"detect_every={self.detect_every} needs lookahead_frames >= "
-                f"{self.detect_every - 1}, else faces appearing between detections go unmasked"
-            )
+        check_lookahead(self.detect_every, self.lookahead_frames, "")
         return self
 
 
@@ -87,11 +92,7 @@ class VideoConfig(_Strict):
 
     @model_validator(mode="after")
     def _skipping_needs_lookahead(self) -> VideoConfig:
-        if self.lookahead_frames < self.detect_every - 1:
-            raise ValueError(
-                f"video.detect_every={self.detect_every} needs video.lookahead_frames >= "
-                f"{self.detect_every - 1}, else faces appearing between detections go unmasked"
-            )
+        check_lookahead(self.detect_every, self.lookahead_frames, "video.")
         return self
 
     def tracking(self, base: TrackingConfig) -> TrackingConfig:
