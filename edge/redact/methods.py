@@ -10,15 +10,19 @@ import numpy as np
 _rng = np.random.default_rng()
 
 NOISE_AMPLITUDE = 48
+# The noise is laid over a dark grey for a light face and a light grey for a dark one: the
+# patch then differs from the face even where H.264 smooths the noise away, and keeps no colour.
+DARK_GREY, LIGHT_GREY = 64, 192
 
 
 def fill_noise(region: np.ndarray, mask: np.ndarray) -> None:
-    """Irreversible: the region's mean colour (moved off black and white by the noise
-    amplitude) plus strong per-pixel random noise.
+    """Irreversible: strong per-pixel random noise over a grey chosen to contrast with the
+    region.
 
-    The only thing kept from the face is three numbers (its mean B, G, R), so no
-    deblurring or recognition model has anything to invert. The noise makes the patch
-    differ from almost every original pixel, including those close to the mean.
+    The only thing the fill depends on is one bit: whether the region is lighter or darker
+    than mid-grey. Not its colour (that would keep skin tone, and a patch near the face's own
+    colour passes for the face once encoding has smoothed the noise), so no deblurring or
+    recognition model has anything to invert.
     """
     mask_u8 = mask.view(np.uint8)
     if not cv2.countNonZero(mask_u8):
@@ -26,16 +30,15 @@ def fill_noise(region: np.ndarray, mask: np.ndarray) -> None:
     # OpenCV's mean, saturating add and masked copy, and raw random bytes: several times
     # faster than numpy's masked gather/scatter and bounded integers, which matters with
     # dozens of faces per frame in video.
-    mean = cv2.mean(region, mask=mask_u8)[:3]
-    # Kept AMPLITUDE away from 0 and 255 so the noise is never clipped: on a dark (or bright)
-    # face, clipped noise would leave many pixels at the face's own black (or white).
-    lowest = [min(max(round(m), NOISE_AMPLITUDE), 255 - NOISE_AMPLITUDE) - NOISE_AMPLITUDE
-              for m in mean]
+    blue, green, red, _ = cv2.mean(region, mask=mask_u8)
+    luma = 0.114 * blue + 0.587 * green + 0.299 * red  # ITU-R BT.601
+    base = DARK_GREY if luma >= 128 else LIGHT_GREY
     # Random bytes scaled (rounded) to 0 .. 2 * AMPLITUDE, averaging AMPLITUDE to within 0.2,
     # so boxes filled over each other do not drift darker.
     random = np.frombuffer(_rng.bytes(region.size), np.uint8).reshape(region.shape)
     noise = ((random.astype(np.uint16) * (2 * NOISE_AMPLITUDE) + 128) >> 8).astype(np.uint8)
-    written = cv2.copyTo(cv2.add(noise, (*lowest, 0)), mask_u8, region)
+    lowest = base - NOISE_AMPLITUDE
+    written = cv2.copyTo(cv2.add(noise, (lowest, lowest, lowest, 0)), mask_u8, region)
     if written.ctypes.data != region.ctypes.data:  # OpenCV reallocated instead of filling
         raise RuntimeError("noise fill did not write into the image")
 

@@ -24,7 +24,7 @@ class RedactionConfig(BaseModel):
     method: Method = Field(
         "noise",
         description=(
-            "noise: mean colour plus random noise (irreversible, default); solid: flat grey "
+            "noise: random noise over a contrasting grey (irreversible, default); solid: flat grey "
             "(irreversible); pixelate / blur: weaker, known to be partly reversible by learned "
             "attacks."
         ),

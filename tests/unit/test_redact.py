@@ -86,6 +86,19 @@ def test_noise_fill_keeps_no_face_pixels() -> None:
     assert (diff.max(axis=2) >= 3).mean() > 0.95
 
 
+@pytest.mark.parametrize(("face_bgr", "patch_grey"), [((200, 180, 230), 64), ((40, 60, 90), 192)])
+def test_noise_contrasts_with_the_face_and_keeps_no_colour(face_bgr, patch_grey) -> None:
+    """A light face gets a dark patch and a dark one a light patch, grey either way: even
+    where H.264 smooths the noise away, the patch neither matches the face nor keeps its skin
+    tone."""
+    image = np.zeros((120, 160, 3), np.uint8)
+    image[30:90, 40:100] = face_bgr
+    config = RedactionConfig(mask_scale=1.0, mask_lift=0.0)
+    out = Redactor(config).redact(Frame(image, 0, 0.0), _boxes((40, 30, 100, 90))).image
+    smoothed = out[30:90, 40:100].reshape(-1, 3).mean(axis=0)
+    assert np.allclose(smoothed, patch_grey, atol=3)
+
+
 def test_noise_is_not_reproducible() -> None:
     frame = _frame()
     redactor = Redactor()
