@@ -132,6 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     cache = argparse.ArgumentParser(add_help=False)
     cache.add_argument("--cache-dir", type=Path, metavar="DIR", help="model cache directory")
+    cache.add_argument(
+        "--config", type=Path, metavar="FILE", help="use this config's models.cache_dir"
+    )
     listing = model_commands.add_parser(
         "list", parents=[common, cache], help="show which models are cached"
     )
@@ -313,10 +316,11 @@ def _video_config(args: argparse.Namespace, config: EdgeblurConfig) -> EdgeblurC
 
 
 def _run_models_list(args: argparse.Namespace) -> int:
+    from edge.configfile import model_cache_dir
     from edge.models import ModelStore
 
     rows = [("NAME", "STATUS", "SIZE", "LICENCE", "PATH")]
-    for status in ModelStore(args.cache_dir).status():
+    for status in ModelStore(model_cache_dir(args.cache_dir, args.config)).status():
         size = "-" if status.size is None else f"{status.size / 1e6:.1f} MB"
         rows.append((status.name, status.state, size, status.licence, str(status.path)))
     widths = [max(len(row[column]) for row in rows) for column in range(4)]
@@ -330,9 +334,10 @@ def _run_models_list(args: argparse.Namespace) -> int:
 
 
 def _run_models_fetch(args: argparse.Namespace) -> int:
+    from edge.configfile import model_cache_dir
     from edge.models import DEFAULT_MODELS, ModelStore
 
-    store = ModelStore(args.cache_dir)
+    store = ModelStore(model_cache_dir(args.cache_dir, args.config))
     failed = 0
     for name in args.names or DEFAULT_MODELS:
         try:

@@ -50,6 +50,14 @@ def load_config(path: Path | None) -> EdgeblurConfig:
     return parse_config(data, str(path))
 
 
+def model_cache_dir(cache_dir: Path | None, config_path: Path | None) -> Path | None:
+    """The model cache of a command with --cache-dir and --config: the directory given, else
+    the config file's models.cache_dir (the one `serve` uses), else None (the default)."""
+    if cache_dir is not None or config_path is None:
+        return cache_dir
+    return load_config(config_path).models.cache_dir
+
+
 def config_to_dict(config: EdgeblurConfig) -> dict[str, Any]:
     # None is kept: for a field whose default is not None (centerface small_face_threshold)
     # it is a setting, and dropping it would bring the default back at the next load.

@@ -635,6 +635,28 @@ def test_models_list_shows_missing_and_corrupt_files(tmp_path: Path) -> None:
     assert "yunet" in states and set(states.values()) == {"missing"}
 
 
+def test_model_commands_use_the_configs_cache_dir(tmp_path: Path, model_store) -> None:
+    """`serve` finds its models in models.cache_dir; so do `models list` and `verify` given
+    the same --config (and --cache-dir still wins)."""
+    config = tmp_path / "edgeblur.yaml"
+    config.write_text(f"models:\n  cache_dir: {model_store.cache_dir}\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    listed = edgeblur("models", "list", "--config", config)
+    overridden = edgeblur("models", "list", "--config", config, "--cache-dir", empty)
+
+    assert listed.returncode == 0, listed.stderr
+    assert str(model_store.path("centerface")) in listed.stdout
+    assert str(empty / "centerface.onnx") in overridden.stdout
+    image = tmp_path / "blank.png"
+    assert cv2.imwrite(str(image), np.full((64, 64, 3), 90, np.uint8))
+    audit = edgeblur("verify", str(image), "--config", config)
+    assert audit.returncode == 0, audit.stderr
+    missing = edgeblur("verify", str(image), "--config", config, "--cache-dir", empty)
+    assert missing.returncode == 1 and "edgeblur models fetch" in missing.stderr
+
+
 def test_models_fetch_unknown_name_fails_cleanly(tmp_path: Path) -> None:
     result = edgeblur("models", "fetch", "no-such-model", "--cache-dir", tmp_path)
 
