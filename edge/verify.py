@@ -2,59 +2,52 @@
 
 For a data-protection officer: every frame of every video (.mp4, .mov, ...) and every image
 (.jpg, .png, ...) under the given paths is searched again with a reference detector: the
-service's own model and its own confidence threshold, applied to every face size, on the whole
-frame at full resolution with no face-size limits, and optionally also on the frame enlarged in
-tiles for very small faces (`upscale`).
+service's own model, applied to every face size, on the whole frame at full resolution with no
+face-size limits, and optionally also on the frame enlarged in tiles for very small faces
+(`upscale`). What it finds is sorted in two tiers:
 
-Why the service's threshold, and not a lower one. The service lowers its threshold for small
-faces (CenterFace: 0.12 for faces it sees 64 px tall or more, down to 0.05 at 16 px) because a
-false box there only masks a few more pixels. An audit cannot afford that trade: at those scores
-CenterFace fires on texture, and re-encoding alone moves the score of a box by 0.02 in the
-median and by 0.05-0.08 for one box in ten, so a threshold below the service's mostly adds
-things that are not faces. Measured on the 348 WIDER FACE validation images in
-../shared/data/widerface-dev (crowds, 4860 faces), redacted by the service with its defaults and
-saved as JPEG, and on the same images left unmasked (a pipeline that failed to mask):
+- a **face** scores FACE_THRESHOLD (0.5 for every detector) or more: the audit fails;
+- a finding **to review** scores from the service's own default threshold (CenterFace: 0.12)
+  up to that: listed with frame, time, box and score, but not a failure.
 
-    reference setting        faces the service masked,        redacted images: flagged,
-                             found again if left unmasked     non-faces reported per image
-    service's curve          99.0 % (99.4-99.8 % >= 16 px)    259 of 348, 11.3
-    0.12 for every size      92.1 % (96.2-99.6 % >= 16 px)    176 of 348,  1.9   (default)
-    0.06 for every size      98.4 %                           299 of 348, 12.0
-    0.5 for every size       56.4 %                             1 of 348,  0.0
+Why two tiers. The service masks everything CenterFace scores 0.12 or more (lower for small
+faces), because a false box only masks a few more pixels. At that score the detector also
+fires on what a redacted crowd is full of: the neck and collar under a mask, hair above one, an
+ear beside one, heads seen from behind. Measured on the 348 WIDER FACE validation images in
+../shared/data/widerface-dev (crowds, 4891 faces), redacted by `edgeblur image` with its
+defaults (JPEG), and on the same images unmasked (as a pipeline that failed would leave them):
 
-So from 16 px up the default finds 96-99.6 % of the faces the service masked, 0.4-3 points fewer
-than the service's own curve, and it loses one in five of those of 10-16 px, where a face is
-hardly recognisable. `upscale` 2 searches those: on 116 of the images (every third), 95.6 % of
-them are found again instead of 83.4 % (97.3 % of all the service's faces), with 4.9 instead of
-2.0 non-faces per image. With the service's own curve, a correctly redacted portrait
-(scikit-image's astronaut, H.264) already fails on three 16-20 px textures (a shuttle's nose, a
-zip, a star on a flag, 0.055-0.083). `threshold` makes the audit stricter or looser; a value
-above the service's is flagged in the report.
+    score at least   unmasked faces found, by height (px)      redacted images: findings
+                     <16    16-32  32-64  >=64   all            (files with one)
+    0.12             0.65   0.93   0.96   0.99   0.82           732 (179 of 348)
+    0.3              0.32   0.80   0.91   0.97   0.64            48  (36)
+    0.4              0.20   0.73   0.88   0.96   0.56            14  (13)
+    0.5              0.08   0.62   0.83   0.94   0.47             6   (6)
 
-A FAIL therefore means "look at these frames", not proof of a leak. The walking clip in
-../shared (1080p, 105 frames) shows 12 or more findings in every frame unmasked; redacted by
-`edgeblur video` detecting on every full-resolution frame, the default still reports 353 boxes
-in 103 of its 105 frames (the service's curve: 1204, in all). Every one inspected (all 28
-scoring 0.4 or more, and those of the first frames) was an ear or hair beside a mask, the
-forehead above the mask of a face looking down, a head seen from behind, or the Royal coat of
-arms behind the crowd: a crowd keeps head-shaped things a detector scores as faces. The report
-gives frame, time, box and score for each finding, so the frames can be checked by eye; it never
-writes pixels of its own.
+Every redacted finding at 0.4 or more was looked at: necks under masks, heads partly masked,
+a profile's ear beside a mask; no face with visible eyes. At 0.5 the audit still finds 94 % of
+faces 64 px tall or more and 83 % of those 32-64 px in single images; a face left visible in
+video is seen over many frames, so a pipeline that failed is caught at once (the unmasked
+walking clip fails in every frame). `threshold` lowers the bar for a stricter sweep (more
+findings to look at); `review_threshold` widens or narrows the review list.
 
-Masks are not faces. The detector also fires on the head shape around a mask (a noise patch
-above a dark collar scores up to 0.5), so a box whose upper half, where the eyes are, is at
-least a third masked is counted separately as a masked face, not as a leak (see
-MASKED_EYES_SHARE). "Masked" is judged on the pixels, after H.264 or JPEG: strong noise without
-the correlation between neighbouring pixels that camera images have (the noise fill), or flat
-colour (the solid fill, fail-closed grey frames). A face a mask covers only partly counts as
-masked once a third of its eyes' band is covered. Blurred and pixelated faces are still reported
-when the detector finds them: those methods are the weak ones.
+Faces under 16 px are hardly recognisable and are found far less at full resolution; `upscale`
+2 searches them in tiles of the frame enlarged twice.
+
+Masks are not faces. The detector also fires on the head shape around a mask, so a box whose
+eyes look masked (a third of its upper half, or most of the band where eyes sit) is counted
+separately as a masked face, in neither tier (see MASKED_EYES_SHARE and MASKED_EYE_ROWS_SHARE).
+"Masked" is judged on the pixels, after H.264 or JPEG: strong noise without the correlation
+between neighbouring pixels that camera images have (the noise fill), or flat colour (the solid
+fill, fail-closed grey frames). Blurred and pixelated faces are still reported when the
+detector finds them: those methods are the weak ones.
 
 The report names each file, how many frames were checked, and every frame where a face is still
 detectable (frame index, time, box in pixels, score). Exit code 0 only when every file was read
 to the end and no face was found; 1 when a face was found or a file could not be read (the other
 files are still checked). Directories are searched recursively; hidden files (such as the
-`.name.part.mp4` of a recording still being written) are skipped there.
+`.name.part.mp4` of a recording still being written) are skipped there. It never writes pixels
+of its own.
 """
 
 from __future__ import annotations
@@ -97,6 +90,15 @@ FLAT_MAX_STD = 1.0
 # more. Earlier: real faces (walking crowd, astronaut and Grace Hopper up to 3x, H.264 crf
 # 23-45) at most 0.15.
 MASKED_EYES_SHARE = 1 / 3
+# Or: share of masked pixels in the band where the eyes are (rows EYE_ROWS of the box's height;
+# CenterFace's own eye landmarks lie there for 9 in 10 of its boxes at 0.5 on WIDER FACE,
+# median 0.39). It catches a head looking down, whose box the detector centres on the hair
+# above the mask: its upper half is mostly hair, its eyes' band mostly mask. 0.6 of the band
+# means the mask reaches from below to 0.37 of the box, above the median eye line.
+EYE_ROWS = (0.25, 0.55)
+MASKED_EYE_ROWS_SHARE = 0.6
+# A finding scoring this or more is a face still visible: the audit fails (table above).
+FACE_THRESHOLD = 0.5
 # The human-readable report lists this many frames per file; --json lists them all.
 FRAMES_SHOWN = 10
 
@@ -119,6 +121,7 @@ class FileReport:
     kind: Kind | None  # None when the path could not be classified (missing, unknown type)
     frames_checked: int = 0
     faces: list[FaceFinding] = field(default_factory=list)
+    review: list[FaceFinding] = field(default_factory=list)  # below the face threshold
     masked_faces: int = 0  # detections on masks: evidence the check sees heads, not leaks
     error: str | None = None  # why the file could not be (fully) checked
 
@@ -142,6 +145,7 @@ class FileReport:
             "masked_faces": self.masked_faces,
             "error": self.error,
             "faces": [asdict(finding) for finding in self.faces],
+            "review": [asdict(finding) for finding in self.review],
         }
 
 
@@ -153,6 +157,7 @@ class VerifySettings:
     max_frames: int | None = None  # only the first N frames of each video
     every: int = 1  # only every k-th frame
     upscale: float = 1.0  # > 1: also search the frame enlarged by this factor, in tiles
+    face_threshold: float = FACE_THRESHOLD  # a finding scoring this or more fails the audit
 
     def __post_init__(self) -> None:
         if self.max_frames is not None and self.max_frames < 1:
@@ -161,6 +166,8 @@ class VerifySettings:
             raise ConfigError(f"every {self.every}: must be at least 1")
         if not 1.0 <= self.upscale <= 4.0:
             raise ConfigError(f"upscale {self.upscale:g}: must be from 1 to 4")
+        if not 0.0 < self.face_threshold <= 1.0:
+            raise ConfigError(f"threshold {self.face_threshold:g}: must be above 0 and at most 1")
 
 
 def reference_config(
@@ -168,8 +175,9 @@ def reference_config(
 ) -> DetectorConfig:
     """The detector settings an audit uses: `detector_config` (default CenterFace) at the
     frame's full resolution with no face-size limits, its scales kept, and one `threshold` for
-    every face size, by default the service's default `threshold` for that detector (0.12 for
-    CenterFace): as sensitive as the service for faces it sees 64 px tall or more.
+    every face size, the lowest score the audit lists: by default the service's default
+    `threshold` for that detector (0.12 for CenterFace), as sensitive as the service for faces
+    it sees 64 px tall or more.
 
     One threshold, not the service's size-dependent one: the service goes down to its
     `small_face_threshold` (0.05) for faces the network sees 16 px tall, where compression
@@ -220,9 +228,7 @@ class ReferenceDetector(Detector):
 
         passes = [build_detector(config, store)]
         if upscale > 1.0:
-            enlarged = config.model_copy(
-                update={"scales": [upscale], "tiles": math.ceil(upscale)}
-            )
+            enlarged = config.model_copy(update={"scales": [upscale], "tiles": math.ceil(upscale)})
             try:
                 passes.append(build_detector(enlarged, store))
             except BaseException:
@@ -263,28 +269,38 @@ def masked_pixels(image: np.ndarray) -> np.ndarray:
     covariance = mean(left * right) - mean_l * mean_r
     correlation = covariance / np.sqrt(np.maximum(var_l * var_r, 1e-6))
     std = np.sqrt(var_l)
-    masked = ((std > NOISE_MIN_STD) & (correlation < NOISE_MAX_CORRELATION)) | (
-        std < FLAT_MAX_STD
-    )
+    masked = ((std > NOISE_MIN_STD) & (correlation < NOISE_MAX_CORRELATION)) | (std < FLAT_MAX_STD)
     return np.concatenate([masked, masked[:, -1:]], axis=1)
 
 
 def split_masked(image: np.ndarray, found: Detections) -> tuple[Detections, Detections]:
-    """(visible, masked): a box is masked when at least MASKED_EYES_SHARE of its upper half
-    (the eyes' band: top 50 % of the height, middle 80 % of the width) looks masked."""
+    """(visible, masked): a box is masked when its eyes look masked: at least
+    MASKED_EYES_SHARE of its upper half, or MASKED_EYE_ROWS_SHARE of its EYE_ROWS band (both
+    over the middle 80 % of its width)."""
     if not len(found):
         return found, found
     masked_map = masked_pixels(image)
     height, width = masked_map.shape
-    is_masked = np.zeros(len(found), bool)
-    for i, (x1, y1, x2, y2) in enumerate(found.xyxy.tolist()):
+
+    def share(box: list[float], top: float, bottom: float) -> float:
+        x1, y1, x2, y2 = box
         box_w, box_h = x2 - x1, y2 - y1
         left = min(max(math.floor(x1 + 0.1 * box_w), 0), width)
         right = min(max(math.ceil(x2 - 0.1 * box_w), 0), width)
-        top = min(max(math.floor(y1), 0), height)
-        bottom = min(max(math.ceil(y1 + 0.5 * box_h), 0), height)
-        if right > left and bottom > top:
-            is_masked[i] = masked_map[top:bottom, left:right].mean() >= MASKED_EYES_SHARE
+        upper = min(max(math.floor(y1 + top * box_h), 0), height)
+        lower = min(max(math.ceil(y1 + bottom * box_h), 0), height)
+        if right <= left or lower <= upper:
+            return 0.0
+        return float(masked_map[upper:lower, left:right].mean())
+
+    is_masked = np.array(
+        [
+            share(box, 0.0, 0.5) >= MASKED_EYES_SHARE
+            or share(box, *EYE_ROWS) >= MASKED_EYE_ROWS_SHARE
+            for box in found.xyxy.tolist()
+        ],
+        bool,
+    )
     return found.select(~is_masked), found.select(is_masked)
 
 
@@ -338,21 +354,20 @@ def _check_frame(
     index: int,
     time_s: float,
     detector: Detector,
+    face_threshold: float,
 ) -> None:
-    """Search one frame and add what was found to `report`."""
+    """Search one frame and add what was found to `report`: faces at `face_threshold` or
+    more, the rest for review."""
     visible, masked = split_masked(image, detector.detect(image))
     report.masked_faces += len(masked)
-    report.faces.extend(
-        FaceFinding(
+    for (x1, y1, x2, y2), score in zip(visible.xyxy.tolist(), visible.score.tolist(), strict=True):
+        finding = FaceFinding(
             index,
             round(time_s, 3),
             (round(x1, 1), round(y1, 1), round(x2, 1), round(y2, 1)),
             round(score, 3),
         )
-        for (x1, y1, x2, y2), score in zip(
-            visible.xyxy.tolist(), visible.score.tolist(), strict=True
-        )
-    )
+        (report.faces if score >= face_threshold else report.review).append(finding)
     report.frames_checked += 1
 
 
@@ -368,7 +383,7 @@ def check_file(
     report = FileReport(path, kind)
     try:
         if kind == "image":
-            _check_frame(report, read_image(path), 0, 0.0, detector)
+            _check_frame(report, read_image(path), 0, 0.0, detector, settings.face_threshold)
             return report
         declared = probe(path).frames
         decoded = 0
@@ -379,7 +394,14 @@ def check_file(
                     break
                 decoded += 1
                 if frame.index % settings.every == 0:
-                    _check_frame(report, frame.image, frame.index, frame.timestamp, detector)
+                    _check_frame(
+                        report,
+                        frame.image,
+                        frame.index,
+                        frame.timestamp,
+                        detector,
+                        settings.face_threshold,
+                    )
         finally:
             frames.close()
         if report.frames_checked == 0:
@@ -420,12 +442,13 @@ def _header(config: DetectorConfig, settings: VerifySettings) -> list[str]:
     if settings.upscale > 1:
         search += f" and enlarged {settings.upscale:g}x in tiles"
     lines = [
-        f"reference detector: {config.type} at threshold {config.threshold:g} for every face "
-        f"size (the service's default: {service_threshold}); {search}"
+        f"reference detector: {config.type} on the {search}, every face size; a face scores "
+        f"{settings.face_threshold:g} or more, findings from {config.threshold:g} are listed "
+        f"for review (the service masks from {service_threshold})"
     ]
     if config.threshold > service.threshold:
         lines.append(
-            f"warning: threshold {config.threshold:g} is above the service's "
+            f"warning: nothing under {config.threshold:g} is listed, above the service's "
             f"{service.threshold:g}: faces the service would have masked may not be reported"
         )
     if settings.every > 1 or settings.max_frames is not None:
@@ -448,6 +471,10 @@ def _file_line(report: FileReport) -> str:
     if report.status == "unreadable":
         return f"ERROR  {report.path}: {report.error} ({checked})"
     masked = f", {_count(report.masked_faces, 'masked face')} seen" if report.masked_faces else ""
+    if report.review:
+        frames = len({finding.frame for finding in report.review})
+        where = f" in {_count(frames, 'frame')}" if report.kind == "video" else ""
+        masked += f", {_count(len(report.review), 'finding')} to review{where}"
     if report.status == "clean":
         return f"OK     {report.path}: {checked}, no face found{masked}"
     where = ""
@@ -500,7 +527,7 @@ def report_json(
 
 def run_verify(
     paths: list[Path],
-    threshold: float | None = None,
+    review_threshold: float | None = None,
     detector_config: DetectorConfig | None = None,
     cache_dir: Path | None = None,
     *,
@@ -510,15 +537,17 @@ def run_verify(
 ) -> int:
     """Check `paths`, print the report to `out` (default stdout), return the exit code.
 
-    threshold None: the service's default threshold for the detector, for every face size (see
-    reference_config).
+    review_threshold: the lowest score listed (None: the service's default threshold for the
+    detector; see reference_config); findings scoring settings.face_threshold or more are faces.
     Raises ConfigError for bad settings and ModelError (naming `edgeblur models fetch`) when
     the reference model is missing: an audit that could not run must not look like a pass.
     """
     from edge.models import ModelStore
 
     settings = settings or VerifySettings()
-    config = reference_config(threshold, detector_config)
+    config = reference_config(review_threshold, detector_config)
+    if config.threshold > settings.face_threshold:  # the search must reach the face threshold
+        config = reference_config(settings.face_threshold, detector_config)
     detector = ReferenceDetector.build(config, settings.upscale, ModelStore(cache_dir))
     try:
         reports = verify_files(paths, detector, settings)
@@ -537,12 +566,13 @@ def run_verify(
 # numbers equal to CenterFaceConfig's defaults.
 DESCRIPTION = (
     "Search recordings and images for faces that are still visible, and list every frame with "
-    "one. The reference is the service's detector at the service's threshold (centerface: "
-    "0.12) for every face size, on the whole frame at full resolution. The service lowers its "
-    "threshold to 0.05 for small faces to mask more; an audit there mostly reports texture, so "
-    "small faces are searched with --upscale instead. A finding means 'look at this frame': in "
-    "crowds the detector also scores ears and hair beside masks and heads seen from behind as "
-    "faces. Exit code 0 only when every file was read to the end and no face was found."
+    "one. The reference is the service's detector on the whole frame at full resolution, for "
+    "every face size. A finding scoring 0.5 or more is a face and fails the audit; findings "
+    "from the service's own threshold (centerface: 0.12) up to that are listed for review: in "
+    "crowds the detector also scores necks under masks, hair and ears beside them and heads "
+    "seen from behind as faces at those scores. The service lowers its threshold to 0.05 for "
+    "small faces to mask more; search those with --upscale. Exit code 0 only when every file "
+    "was read to the end and no face was found."
 )
 
 
@@ -561,9 +591,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threshold",
         type=float,
-        help="minimum face confidence for every face size, 0..1 (default: the service's "
-        "default threshold for the detector, 0.12 for centerface). Lower finds more and "
-        "reports more that is not a face; above the service's it misses what the service masks",
+        default=FACE_THRESHOLD,
+        help="score at or above which a finding is a face and fails the audit, 0..1 (default "
+        "%(default)s). Lower makes a stricter sweep that also fails on things that are not faces",
+    )
+    parser.add_argument(
+        "--review-threshold",
+        type=float,
+        help="lowest score listed for review, 0..1 (default: the service's default threshold "
+        "for the detector, 0.12 for centerface); above the service's it hides what the service "
+        "masks",
     )
     parser.add_argument(
         "--upscale",
@@ -582,6 +619,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--every", type=int, default=1, metavar="K", help="check every K-th frame (default 1: all)"
     )
     parser.add_argument("--cache-dir", type=Path, metavar="DIR", help="model cache directory")
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="use this config's models.cache_dir"
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable report on stdout")
 
 
@@ -589,15 +629,21 @@ def run(args: argparse.Namespace) -> int:
     """Handler for the options of add_arguments. Raises ConfigError for bad option values."""
     from pydantic import TypeAdapter
 
+    from edge.configfile import model_cache_dir
     from edge.detectors.registry import DetectorConfig
 
-    settings = VerifySettings(max_frames=args.max_frames, every=args.every, upscale=args.upscale)
+    settings = VerifySettings(
+        max_frames=args.max_frames,
+        every=args.every,
+        upscale=args.upscale,
+        face_threshold=args.threshold,
+    )
     config = TypeAdapter(DetectorConfig).validate_python({"type": args.detector})
     return run_verify(
         args.paths,
-        args.threshold,
+        args.review_threshold,
         config,
-        args.cache_dir,
+        model_cache_dir(args.cache_dir, args.config),
         settings=settings,
         as_json=args.json,
     )
