@@ -20,7 +20,7 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 # Optional dependency groups (blazeface: mediapipe, for close-range cameras). Empty for the
 # smallest image with CenterFace and YuNet only.
-ARG EXTRAS=blazeface,demo
+ARG EXTRAS=blazeface,demo,onnxruntime
 # Models to bake in, e.g. "centerface blazeface-short"; empty: the default set of
 # `edgeblur models fetch`.
 ARG MODELS=""

@@ -21,7 +21,7 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SERVICE_USER=edgeblur
-EXTRAS=blazeface
+EXTRAS=blazeface,onnxruntime
 
 usage() {
     cat <<USAGE

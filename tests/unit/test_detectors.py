@@ -34,7 +34,8 @@ ASTRONAUT_FACE = np.array([178, 62, 270, 176], np.float32)
 GRACE_HOPPER_FACE = np.array([175, 118, 358, 332], np.float32)
 
 BACKENDS: dict[str, dict[str, Any]] = {
-    "centerface": {"type": "centerface"},
+    "centerface": {"type": "centerface", "backend": "onnxruntime"},
+    "centerface-opencv": {"type": "centerface", "backend": "opencv"},
     "blazeface-full": {"type": "blazeface", "range": "full"},
     "blazeface-short": {"type": "blazeface", "range": "short"},
     "yunet": {"type": "yunet"},
@@ -68,7 +69,7 @@ def make_detector(
     if name == "yunet":
         settings["model_path"] = request.getfixturevalue("shared_yunet")
     else:
-        model_store.fetch(name)  # idempotent: a no-op when `make install` fetched it
+        model_store.fetch(settings["type"] if name.startswith("centerface") else name)
     detector = build_detector(parse(settings), model_store)
     request.addfinalizer(detector.close)
     return detector
@@ -206,6 +207,7 @@ def test_masked_face_is_no_longer_a_face_and_the_rest_is_untouched(
         ({"type": "centerface", "threshold": 1.5}, "less than or equal to 1"),
         ({"type": "centerface", "small_face_threshold": -0.1}, "greater than or equal to 0"),
         ({"type": "centerface", "thresold": 0.3}, "Extra inputs are not permitted"),
+        ({"type": "centerface", "backend": "tensorflow"}, "'auto', 'onnxruntime' or 'opencv'"),
         ({"type": "retinaface"}, "does not match any of the expected tags"),
         ({"type": "centerface", "scales": []}, "at least 1 item"),
         ({"type": "centerface", "scales": [1.0, 1.0]}, "scales are repeated"),
@@ -247,6 +249,30 @@ def test_yunet_model_path_must_be_the_pinned_file(tmp_path: Path) -> None:
     wrong.write_bytes(b"some other network")
     with pytest.raises(ModelError, match="not the pinned file.*point detector.model_path"):
         build_detector(parse({"type": "yunet", "model_path": str(wrong)}), ModelStore(tmp_path))
+
+
+@pytest.mark.parametrize("picture", ["astronaut_bgr", "grace_hopper_bgr"])
+def test_centerface_backends_agree(
+    picture: str, model_store: ModelStore, request: pytest.FixtureRequest
+) -> None:
+    """onnxruntime and OpenCV run the same pinned file: the same boxes and scores."""
+    image = request.getfixturevalue(picture)
+    ours = make_detector("centerface", model_store, request).detect(image)
+    opencv = make_detector("centerface-opencv", model_store, request).detect(image)
+    assert len(ours) == len(opencv) >= 1
+    np.testing.assert_allclose(ours.xyxy, opencv.xyxy, atol=0.05)
+    np.testing.assert_allclose(ours.score, opencv.score, atol=1e-4)
+
+
+def test_centerface_without_onnxruntime_uses_opencv_unless_told_otherwise(
+    model_store: ModelStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_store.fetch("centerface")
+    assert build_detector(parse({"type": "centerface"}), model_store).backend == "onnxruntime"
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what an absent package looks like
+    assert build_detector(parse({"type": "centerface"}), model_store).backend == "opencv"
+    with pytest.raises(DetectorError, match=r"pip install 'edgeblur\[onnxruntime\]'"):
+        build_detector(parse({"type": "centerface", "backend": "onnxruntime"}), model_store)
 
 
 def test_blazeface_without_mediapipe_says_how_to_install_it(
