@@ -17,12 +17,12 @@ DARK_GREY, LIGHT_GREY = 64, 192
 
 def fill_noise(region: np.ndarray, mask: np.ndarray) -> None:
     """Irreversible: strong per-pixel random noise over a grey chosen to contrast with the
-    region.
+    face.
 
-    The only thing the fill depends on is one bit: whether the region is lighter or darker
-    than mid-grey. Not its colour (that would keep skin tone, and a patch near the face's own
-    colour passes for the face once encoding has smoothed the noise), so no deblurring or
-    recognition model has anything to invert.
+    The only thing the fill depends on is one bit: whether the middle of the region (the
+    face) is lighter or darker than mid-grey. Not its colour (that would keep skin tone, and
+    a patch near the face's own colour passes for the face once encoding has smoothed the
+    noise), so no deblurring or recognition model has anything to invert.
     """
     mask_u8 = mask.view(np.uint8)
     if not cv2.countNonZero(mask_u8):
@@ -30,7 +30,13 @@ def fill_noise(region: np.ndarray, mask: np.ndarray) -> None:
     # OpenCV's mean, saturating add and masked copy, and raw random bytes: several times
     # faster than numpy's masked gather/scatter and bounded integers, which matters with
     # dozens of faces per frame in video.
-    blue, green, red, _ = cv2.mean(region, mask=mask_u8)
+    # Judged on the middle of the region: the face, not the hair, collar or background that a
+    # grown mask takes in around it.
+    height, width = mask_u8.shape
+    middle = (slice(height // 4, height - height // 4), slice(width // 4, width - width // 4))
+    if not cv2.countNonZero(mask_u8[middle]):
+        middle = (slice(None), slice(None))
+    blue, green, red, _ = cv2.mean(region[middle], mask=mask_u8[middle])
     luma = 0.114 * blue + 0.587 * green + 0.299 * red  # ITU-R BT.601
     base = DARK_GREY if luma >= 128 else LIGHT_GREY
     # Random bytes scaled (rounded) to 0 .. 2 * AMPLITUDE, averaging AMPLITUDE to within 0.2,
