@@ -21,6 +21,9 @@ class CameraStatus:
     ready: bool  # delivering redacted frames and its model is loaded
     reason: str  # why not ready, empty when ready
     last_error: str  # most recent error message, empty if none
+    # "off" (no recorder) | "idle" | "recording" | "disk_full" | "failed" | "stopped": a full
+    # disk stops recording but not redaction, so the camera stays ready and says so here
+    recording: str
     frames_in: int
     frames_out: int
     frames_withheld: int

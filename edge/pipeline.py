@@ -302,6 +302,7 @@ class CameraWorker:
                 ready=not reason,
                 reason=reason,
                 last_error=self._last_error,
+                recording=self._recorder.state if self._recorder is not None else "off",
                 frames_in=self.frames_in,
                 frames_out=self.frames_out,
                 frames_withheld=self.frames_withheld + self.frames_fully_masked,
@@ -649,7 +650,8 @@ def _idle_status(camera: CameraConfig, state: str, reason: str) -> CameraStatus:
     """Status of a configured camera that has no worker running."""
     return CameraStatus(
         id=camera.id, enabled=camera.enabled, state=state, fps=0.0, ready=False, reason=reason,
-        last_error="", frames_in=0, frames_out=0, frames_withheld=0, faces_redacted=0,
+        last_error="", recording="off", frames_in=0, frames_out=0, frames_withheld=0,
+        faces_redacted=0,
     )
 
 

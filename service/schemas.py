@@ -104,6 +104,10 @@ class CameraStatusOut(BaseModel):
     ready: bool = Field(description="Delivering redacted frames with its model loaded.")
     reason: str = Field(description="Why not ready; empty when ready.")
     last_error: str = Field(description="Most recent error; empty if none.")
+    recording: str = Field(
+        description="off (no recorder) | idle | recording | disk_full | failed | stopped. A full "
+        "disk stops recording, not redaction: the camera stays ready."
+    )
     counters: CameraCounters
 
     @classmethod
@@ -117,6 +121,7 @@ class CameraStatusOut(BaseModel):
             ready=status.ready,
             reason=mask_credentials(status.reason),
             last_error=mask_credentials(status.last_error),
+            recording=status.recording,
             counters=CameraCounters(
                 frames_in=status.frames_in,
                 frames_out=status.frames_out,

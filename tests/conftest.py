@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -54,3 +56,24 @@ def model_store():
     from edge.models import ModelStore
 
     return ModelStore()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    """A real 512 KiB tmpfs. Needs root (CAP_SYS_ADMIN); elsewhere the tests using it skip
+    (tests/unit/test_sinks.py also covers the recorder with simulated ENOSPC)."""
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command")
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)

@@ -252,6 +252,7 @@ const FIGURES = [
   ["frames_out", "Frames delivered", (c) => c.counters.frames_out.toLocaleString()],
   ["faces_redacted", "Faces redacted", (c) => c.counters.faces_redacted.toLocaleString()],
   ["frames_withheld", "Frames withheld", (c) => c.counters.frames_withheld.toLocaleString()],
+  ["recording", "Recording", (c) => c.recording.replace("_", " ")],
 ];
 
 class Tile {

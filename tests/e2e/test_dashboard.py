@@ -267,6 +267,8 @@ def test_live_camera_tile_shows_anonymised_frames(
         )
     wait_for_text(browser, "readiness", "Ready (1 camera)")
     assert browser.find_element(By.CSS_SELECTOR, f"{tile} .state").text == "running"
+    recording = browser.find_element(By.CSS_SELECTOR, f'{tile} [data-field="recording"]')
+    assert recording.text == "recording"
 
     # What the operator sees holds faces (the page counts them redacted), none of them visible.
     assert visible_faces(leak_detectors, frame) == 0

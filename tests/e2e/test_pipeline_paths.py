@@ -1,6 +1,7 @@
 """The pipeline's other paths, end to end: frames the detector skipped are only trusted when
 the detections on both sides of them succeeded; a file that ends stops its camera and a
-missing one fails it without touching the others; motion privacy mode needs no model."""
+missing one fails it without touching the others; motion privacy mode needs no model; a full
+disk stops recording, not the camera."""
 
 from __future__ import annotations
 
@@ -95,3 +96,18 @@ def test_motion_only_mode_needs_no_model(tmp_path, running) -> None:
     wait_until(lambda: status_of(pipeline, "demo").ready, 30, "the motion-only camera ready")
     assert status_of(pipeline, "demo").faces_redacted > 0  # moving regions were masked
     assert sample(pipeline, "edgeblur_detector_latency_seconds_count", camera="demo") == 0
+
+
+def test_a_full_disk_stops_recording_not_the_camera(tiny_disk, running) -> None:
+    """On a real 512 KiB tmpfs: the recorder stops at the full disk and says so in the status;
+    redacted frames still reach the preview and snapshot, so the camera stays ready."""
+    pipeline = running(Pipeline(camera_config(tiny_disk, [demo_camera("demo")])))
+    wait_until(lambda: status_of(pipeline, "demo").recording == "disk_full", 60, "a full disk")
+    status = status_of(pipeline, "demo")
+    assert "disk full" in status.last_error
+    wait_until(
+        lambda: status_of(pipeline, "demo").frames_out > status.frames_out + 3,
+        30,
+        "frames delivered after the disk filled",
+    )
+    assert status_of(pipeline, "demo").ready

@@ -105,6 +105,7 @@ class FakeControl:
                 ready=camera.enabled and camera.id not in not_ready,
                 reason="disabled" if not camera.enabled else not_ready.get(camera.id, ""),
                 last_error="",
+                recording="recording" if camera.enabled else "off",
                 frames_in=12,
                 frames_out=10,
                 frames_withheld=2,

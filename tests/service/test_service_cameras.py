@@ -23,6 +23,7 @@ def test_cameras_list_status_and_counters(api):
         "ready": True,
         "reason": "",
         "last_error": "",
+        "recording": "recording",
         "counters": {"frames_in": 12, "frames_out": 10, "frames_withheld": 2, "faces_redacted": 7},
     }
     assert cameras["spare"]["enabled"] is False

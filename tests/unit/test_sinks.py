@@ -11,8 +11,6 @@ import errno
 import itertools
 import os
 import queue
-import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -249,27 +247,6 @@ def test_recorder_applies_retention_after_each_segment(tmp_path: Path) -> None:
 
 
 # --- full disk ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path):
-    """A real 512 KiB tmpfs. Needs root (CAP_SYS_ADMIN); elsewhere the simulated ENOSPC tests
-    below still cover the recorder's handling."""
-    mountpoint = tmp_path / "tiny"
-    mountpoint.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command")
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", str(mountpoint)], check=True)
 
 
 def test_real_full_disk_stops_recording_cleanly(tiny_disk: Path) -> None:
