@@ -9,10 +9,14 @@ the server killed and restarted mid-run, then every recorded segment audited wit
 Per run it prints: seconds until /readyz first answered 200; delivered frames per second
 (frames out over the time the camera was up); frames in, out, dropped (a newer frame replaced
 one the detector had not taken) and withheld; seconds from the kill until /readyz answered
-503 and from the restart until it answered 200 again; segments recorded; and verify's verdict
-on them (faces, findings to review, masked faces seen). The RTSP server plays the clip once
-per connection, so the camera also reconnects each time the clip ends (4.2 s for the walking
-clip). Needs the GStreamer RTSP server packages of .ci/run. Run it on a quiet machine.
+503 and from the restart until it answered 200 again; segments recorded; verify's verdict on
+them (faces, findings to review, masked faces seen); and the leak check of
+bench/video_leaks.py against the clip: each recorded frame is paired with the clip frame it
+came from (the closest in the pixels no mask covers), the reference (CenterFace at 0.5) finds
+the faces in that original, and a face is leaked when 30 % of its box came through unchanged.
+The RTSP server plays the clip once per connection, so the camera also reconnects each time
+the clip ends (4.2 s for the walking clip). Needs the GStreamer RTSP server packages of
+.ci/run. Run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/rtsp_walking.py`
 
 from bench._common import (
@@ -40,6 +47,14 @@ from bench._common import (
     markdown_table,
     shared_clip,
 )
+from bench.video_leaks import (
+    LEAK_FRACTION,
+    grey_diff,
+    reference_detector,
+    unchanged_fraction,
+)
+from edge.media import read_frames
+from edge.verify import masked_pixels
 from tests.rtsp import RtspServer, free_port
 
 READY_TIMEOUT_S = 120.0
@@ -55,6 +70,7 @@ class RunResult:
     back_to_200_s: float | None
     segments: int
     verdict: str
+    leaks: str
 
 
 def readyz(port: int) -> int:
@@ -89,6 +105,42 @@ def dropped_frames(port: int) -> int:
         text = answer.read().decode()
     match = re.search(r"^edgeblur_frames_dropped_total\{[^}]*\} (\S+)$", text, re.MULTILINE)
     return int(float(match.group(1))) if match else -1
+
+
+PAIRING_SIZE = (480, 270)  # frames are paired on grey copies this small
+
+
+def leak_check(clip: Path, recordings: list[Path]) -> str:
+    """'leaked / face-frames' over every recorded frame, against the clip frame it came from."""
+    originals = [frame.image for frame in read_frames(clip)]
+
+    def small(image: np.ndarray) -> np.ndarray:
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        return cv2.resize(grey, PAIRING_SIZE, interpolation=cv2.INTER_AREA).astype(np.int16)
+
+    smalls = [small(image) for image in originals]
+    detector = reference_detector(0.5, None, 1)
+    faces: dict[int, np.ndarray] = {}
+    face_frames = leaked = 0
+    for segment in recordings:
+        for frame in read_frames(segment):
+            unmasked = ~cv2.resize(
+                masked_pixels(frame.image).view(np.uint8), PAIRING_SIZE,
+                interpolation=cv2.INTER_NEAREST,
+            ).astype(bool)
+            recorded = small(frame.image)
+            distance = [np.abs(candidate - recorded)[unmasked].mean() for candidate in smalls]
+            index = int(np.argmin(distance))
+            if index not in faces:
+                faces[index] = detector.detect(originals[index]).xyxy
+            diff = grey_diff(originals[index], frame.image)
+            for box in faces[index]:
+                fraction = unchanged_fraction(diff, box)
+                if fraction is not None:
+                    face_frames += 1
+                    leaked += fraction >= LEAK_FRACTION
+    detector.close()
+    return f"{leaked} / {face_frames}"
 
 
 def write_config(folder: Path, url: str, port: int, lookahead: int) -> Path:
@@ -152,8 +204,9 @@ def run_once(clip: Path, folder: Path, seconds: float, lookahead: int) -> RunRes
         f"{'PASS' if audit.returncode == 0 else 'FAIL'}: {checked} frames, {faces} faces, "
         f"{review} to review, {masked} masked"
     )
+    leaks = leak_check(clip, segments)
     return RunResult(
-        lookahead, ready_s, fps, counters, to_503_s, back_to_200_s, len(segments), verdict
+        lookahead, ready_s, fps, counters, to_503_s, back_to_200_s, len(segments), verdict, leaks
     )
 
 
@@ -174,11 +227,12 @@ def report(results: list[RunResult]) -> str:
             seconds(result.back_to_200_s),
             result.segments,
             result.verdict,
+            result.leaks,
         ]
         for result in results
     ]
     header = ["look-ahead", "ready s", "fps out", "in", "out", "dropped", "withheld", "kill->503 s",
-              "restart->200 s", "segments", "verify"]
+              "restart->200 s", "segments", "verify", "leaked / face-frames"]
     return markdown_table(header, rows)
 
 
