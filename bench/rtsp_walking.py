@@ -128,6 +128,8 @@ def leak_check(clip: Path, recordings: list[Path]) -> str:
                 masked_pixels(frame.image).view(np.uint8), PAIRING_SIZE,
                 interpolation=cv2.INTER_NEAREST,
             ).astype(bool)
+            if not unmasked.any():  # fully masked (failed closed): nothing to leak
+                continue
             recorded = small(frame.image)
             distance = [np.abs(candidate - recorded)[unmasked].mean() for candidate in smalls]
             index = int(np.argmin(distance))
