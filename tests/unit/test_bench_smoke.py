@@ -1,5 +1,7 @@
 """bench/video_leaks.py: the leak counter on a synthetic clip through real H.264, with known
-face boxes (no detector), and its face linking. No timing here: speed lives in bench/."""
+face boxes (no detector), and its face linking; bench/rtsp_walking.py's leak check, which
+pairs recorded frames with their source and finds the faces with the real reference. No
+timing here: speed lives in bench/."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from bench.rtsp_walking import leak_check
 from bench.video_leaks import LeakTally, assess, unchanged_fraction
 from edge.media import H264Writer
 from edge.redact import Redactor
@@ -72,6 +75,16 @@ def test_an_unchanged_original_is_all_leaks_and_its_runs_span_the_clip(
 
     assert result.tally.leaked_frames == 2 * FRAMES
     assert result.tally.longest_run_frames == (0, FRAMES - 1)
+
+
+def test_recordings_are_checked_against_their_source_frames(
+    two_face_clip: tuple[Path, Path], model_store
+) -> None:
+    original, redacted = two_face_clip
+    model_store.fetch("centerface")
+
+    assert leak_check(original, [redacted]) == f"{len(LEAKED[0]) + len(LEAKED[1])} / {2 * FRAMES}"
+    assert leak_check(original, [original]) == f"{2 * FRAMES} / {2 * FRAMES}"
 
 
 def test_runs_follow_each_face_by_overlap_and_bridge_short_misses() -> None:
