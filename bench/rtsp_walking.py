@@ -47,12 +47,7 @@ from bench._common import (
     markdown_table,
     shared_clip,
 )
-from bench.video_leaks import (
-    LEAK_FRACTION,
-    grey_diff,
-    reference_detector,
-    unchanged_fraction,
-)
+from bench.video_leaks import judge_faces, reference_detector
 from edge.media import read_frames
 from edge.verify import masked_pixels
 from tests.rtsp import RtspServer, free_port
@@ -135,12 +130,9 @@ def leak_check(clip: Path, recordings: list[Path]) -> str:
             index = int(np.argmin(distance))
             if index not in faces:
                 faces[index] = detector.detect(originals[index]).xyxy
-            diff = grey_diff(originals[index], frame.image)
-            for box in faces[index]:
-                fraction = unchanged_fraction(diff, box)
-                if fraction is not None:
-                    face_frames += 1
-                    leaked += fraction >= LEAK_FRACTION
+            inside, leaked_faces = judge_faces(originals[index], frame.image, faces[index])
+            face_frames += int(inside.sum())
+            leaked += int(leaked_faces[inside].sum())
     detector.close()
     return f"{leaked} / {face_frames}"
 

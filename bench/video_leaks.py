@@ -79,6 +79,20 @@ def unchanged_fraction(
     return float(np.mean(diff[y1:y2, x1:x2] < tolerance))
 
 
+def judge_faces(
+    original: np.ndarray, output: np.ndarray, xyxy: np.ndarray, tolerance: int = TOLERANCE
+) -> tuple[np.ndarray, np.ndarray]:
+    """(inside, leaked), bool per face box of `original`: inside when part of the box lies in
+    the area both images share; leaked when LEAK_FRACTION of it came through unchanged."""
+    if not len(xyxy):
+        return np.zeros(0, bool), np.zeros(0, bool)
+    diff = grey_diff(original, output)
+    fractions = [unchanged_fraction(diff, box, tolerance) for box in xyxy]
+    inside = np.array([f is not None for f in fractions], bool)
+    leaked = np.array([f is not None and f >= LEAK_FRACTION for f in fractions], bool)
+    return inside, leaked
+
+
 def grey_diff(original: np.ndarray, output: np.ndarray) -> np.ndarray:
     """|original - output| on grey, uint8 (H, W), over the area both BGR images share."""
     height = min(original.shape[0], output.shape[0])
@@ -176,13 +190,7 @@ def assess(
     for before, after in paired_frames(original, output, max_frames):
         frames += 1
         boxes = detect(before.image)
-        if not len(boxes):
-            tally.add(before.index, boxes.xyxy, np.zeros(0, bool))
-            continue
-        diff = grey_diff(before.image, after.image)
-        fractions = [unchanged_fraction(diff, box, tolerance) for box in boxes.xyxy]
-        inside = np.array([f is not None for f in fractions], bool)
-        leaked = np.array([f is not None and f >= LEAK_FRACTION for f in fractions], bool)
+        inside, leaked = judge_faces(before.image, after.image, boxes.xyxy, tolerance)
         tally.add(before.index, boxes.xyxy[inside], leaked[inside])
     return ClipLeaks(label or original.name, frames, probe(original).fps, tally)
 
