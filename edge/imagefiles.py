@@ -146,7 +146,8 @@ def redact_image_file(
     frame = Frame(read_image(job.source), 0, 0.0)
     try:
         boxes = detector.detect(frame.image)
+        redacted = redactor.redact(frame, boxes, look_again=detector)
     except Exception as error:  # any failure means the image was not checked
         raise DetectorError(f"{job.source}: face detection failed: {error}") from error
-    write_image(redactor.redact(frame, boxes), job.target, image_format)
+    write_image(redacted, job.target, image_format)
     return len(boxes)

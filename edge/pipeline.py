@@ -546,7 +546,11 @@ class CameraWorker:
                 self._fail_closed(frame, held.fail)
                 continue
             try:
-                redacted = self._redactor.redact(frame, Detections.merge([boxes, held.motion]))
+                # The second look runs on every frame, with its final masks (tracked and
+                # look-ahead boxes included), since those are what is recorded.
+                redacted = self._redactor.redact(
+                    frame, Detections.merge([boxes, held.motion]), look_again=self._detector
+                )
             except Exception as error:
                 log.exception("camera %s: redaction failed", self.id)
                 self._set(last_error=f"redaction failed: {error}")

@@ -282,7 +282,11 @@ def split_masked(image: np.ndarray, found: Detections) -> tuple[Detections, Dete
     over the middle 80 % of its width)."""
     if not len(found):
         return found, found
-    masked_map = masked_pixels(image)
+    return split_by_mask(masked_pixels(image), found)
+
+
+def split_by_mask(masked_map: np.ndarray, found: Detections) -> tuple[Detections, Detections]:
+    """split_masked with the masked pixels given: bool (H, W), True where masked."""
     height, width = masked_map.shape
 
     def share(box: list[float], top: float, bottom: float) -> float:

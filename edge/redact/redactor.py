@@ -10,7 +10,9 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge.detectors.base import Detector
 from edge.redact import methods
+from edge.redact.second_look import faces_near_masks
 from edge.types import _REDACTION_KEY, Detections, Frame, RedactedFrame, RedactionRecord
 
 Method = Literal["noise", "solid", "pixelate", "blur"]
@@ -39,6 +41,15 @@ class RedactionConfig(BaseModel):
         le=0.5,
         description="Extend each mask upwards by a further share of the face's height: a face "
         "looking down shows forehead and hair above a box centred on the detection.",
+    )
+    second_look_threshold: float | None = Field(
+        0.3,
+        gt=0.0,
+        le=1.0,
+        description="After masking, the detector looks again around each mask, and anything "
+        "there scoring this or more whose eyes are not masked is masked too: hair above a face "
+        "looking down, or a face half out of its mask, which `edgeblur verify` (at 0.5) would "
+        "report. Costs a detector run on the masks' surroundings; null turns it off.",
     )
     pixelate_blocks: int = Field(8, ge=2, le=64, description="Mosaic cells across a face.")
     blur_strength: float = Field(0.5, gt=0.0, le=2.0, description="Blur sigma per face size.")
@@ -104,8 +115,27 @@ class Redactor:
         }
         self._fill = fills[self.config.method]
 
-    def redact(self, frame: Frame, boxes: Detections) -> RedactedFrame:
-        """Return a new image with every box masked. The raw frame is left untouched."""
+    def redact(
+        self, frame: Frame, boxes: Detections, look_again: Detector | None = None
+    ) -> RedactedFrame:
+        """Return a new image with every box masked. With `look_again`, and the config's
+        second_look_threshold set, that detector then searches near the masks, and every face
+        it still finds there is masked too (edge.redact.second_look); it raises what the
+        detector raises. The raw frame is left untouched."""
+        image, bounds = self._masked(frame, boxes)
+        threshold = self.config.second_look_threshold
+        if look_again is not None and threshold is not None and bounds:
+            found = faces_near_masks(look_again, threshold, frame.image, image, bounds)
+            if len(found):
+                image, bounds = self._masked(frame, Detections.merge([boxes, found]))
+        return RedactedFrame(
+            _REDACTION_KEY, image, frame.index, frame.timestamp, RedactionRecord(len(bounds), False)
+        )
+
+    def _masked(
+        self, frame: Frame, boxes: Detections
+    ) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+        """A copy of the frame's image with every box masked, and the masks' bounds."""
         image = frame.image.copy()
         bounds = mask_bounds(
             boxes.xyxy, self.config.mask_scale, frame.width, frame.height, self.config.mask_lift
@@ -121,9 +151,7 @@ class Redactor:
             else:
                 mask = np.ones((y2 - y1, x2 - x1), bool)
             self._fill(region, mask)
-        return RedactedFrame(
-            _REDACTION_KEY, image, frame.index, frame.timestamp, RedactionRecord(len(bounds), False)
-        )
+        return image, bounds
 
     def mask_all(self, frame: Frame, reason: str) -> RedactedFrame:
         """Fail closed: a frame we could not check is replaced entirely by flat grey."""

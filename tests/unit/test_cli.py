@@ -234,17 +234,22 @@ def test_image_corrupt_and_missing_inputs_fail_by_name_others_written(
 
 
 class FailingDetector(Detector):
-    """Fault injection (a detector crash cannot be caused for real): fails on chosen calls."""
+    """Fault injection (a detector crash cannot be caused for real): fails on the chosen
+    calls on whole frames, counted from 0. Calls on smaller images (the second look's, around
+    masks) pass through uncounted."""
 
     name = "failing"
 
     def __init__(self, inner: Detector, fail_on: set[int]) -> None:
         self.inner, self.fail_on, self.calls = inner, fail_on, 0
+        self.frame_shape: tuple[int, ...] | None = None
 
     def detect(self, image: np.ndarray) -> Detections:
-        call, self.calls = self.calls, self.calls + 1
-        if call in self.fail_on:
-            raise DetectorError("injected inference failure")
+        self.frame_shape = self.frame_shape or image.shape
+        if image.shape == self.frame_shape:
+            call, self.calls = self.calls, self.calls + 1
+            if call in self.fail_on:
+                raise DetectorError("injected inference failure")
         return self.inner.detect(image)
 
 
