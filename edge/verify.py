@@ -285,8 +285,14 @@ def split_masked(image: np.ndarray, found: Detections) -> tuple[Detections, Dete
     return split_by_mask(masked_pixels(image), found)
 
 
-def split_by_mask(masked_map: np.ndarray, found: Detections) -> tuple[Detections, Detections]:
-    """split_masked with the masked pixels given: bool (H, W), True where masked."""
+def split_by_mask(
+    masked_map: np.ndarray,
+    found: Detections,
+    eyes_share: float = MASKED_EYES_SHARE,
+    eye_rows_share: float = MASKED_EYE_ROWS_SHARE,
+) -> tuple[Detections, Detections]:
+    """split_masked with the masked pixels given (bool (H, W), True where masked) and, if
+    asked, stricter shares."""
     height, width = masked_map.shape
 
     def share(box: list[float], top: float, bottom: float) -> float:
@@ -302,8 +308,7 @@ def split_by_mask(masked_map: np.ndarray, found: Detections) -> tuple[Detections
 
     is_masked = np.array(
         [
-            share(box, 0.0, 0.5) >= MASKED_EYES_SHARE
-            or share(box, *EYE_ROWS) >= MASKED_EYE_ROWS_SHARE
+            share(box, 0.0, 0.5) >= eyes_share or share(box, *EYE_ROWS) >= eye_rows_share
             for box in found.xyxy.tolist()
         ],
         bool,

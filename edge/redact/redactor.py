@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.detectors.base import Detector
 from edge.redact import methods
-from edge.redact.second_look import faces_near_masks
+from edge.redact.second_look import faces_after_masking
 from edge.types import _REDACTION_KEY, Detections, Frame, RedactedFrame, RedactionRecord
 
 Method = Literal["noise", "solid", "pixelate", "blur"]
@@ -46,10 +46,11 @@ class RedactionConfig(BaseModel):
         0.3,
         gt=0.0,
         le=1.0,
-        description="After masking, the detector looks again around each mask, and anything "
-        "there scoring this or more whose eyes are not masked is masked too: hair above a face "
-        "looking down, or a face half out of its mask, which `edgeblur verify` (at 0.5) would "
-        "report. Costs a detector run on the masks' surroundings; null turns it off.",
+        description="After masking, the detector searches the masked picture again, and "
+        "anything scoring this or more (and at least the detector's own threshold) whose eyes "
+        "are not masked is masked too: hair above a face looking down, which `edgeblur verify` "
+        "(at 0.5) would report, or a face half out of its mask. Costs one more detector run per "
+        "frame with masks; null turns it off.",
     )
     pixelate_blocks: int = Field(8, ge=2, le=64, description="Mosaic cells across a face.")
     blur_strength: float = Field(0.5, gt=0.0, le=2.0, description="Blur sigma per face size.")
@@ -119,13 +120,13 @@ class Redactor:
         self, frame: Frame, boxes: Detections, look_again: Detector | None = None
     ) -> RedactedFrame:
         """Return a new image with every box masked. With `look_again`, and the config's
-        second_look_threshold set, that detector then searches near the masks, and every face
-        it still finds there is masked too (edge.redact.second_look); it raises what the
-        detector raises. The raw frame is left untouched."""
+        second_look_threshold set, that detector then searches the masked image again, and
+        every face it still finds there is masked too (edge.redact.second_look); it raises
+        what the detector raises. The raw frame is left untouched."""
         image, bounds = self._masked(frame, boxes)
         threshold = self.config.second_look_threshold
         if look_again is not None and threshold is not None and bounds:
-            found = faces_near_masks(look_again, threshold, frame.image, image, bounds)
+            found = faces_after_masking(look_again, threshold, frame.image, image, bounds)
             if len(found):
                 image, bounds = self._masked(frame, Detections.merge([boxes, found]))
         return RedactedFrame(

@@ -233,23 +233,23 @@ def test_image_corrupt_and_missing_inputs_fail_by_name_others_written(
     assert "ms/image" in summary
 
 
+# FailingDetector counts every call; the redactor's second look would add calls of its own
+# (its failure is tested in test_second_look.py).
+NO_SECOND_LOOK = Redactor(RedactionConfig(second_look_threshold=None))
+
+
 class FailingDetector(Detector):
-    """Fault injection (a detector crash cannot be caused for real): fails on the chosen
-    calls on whole frames, counted from 0. Calls on smaller images (the second look's, around
-    masks) pass through uncounted."""
+    """Fault injection (a detector crash cannot be caused for real): fails on chosen calls."""
 
     name = "failing"
 
     def __init__(self, inner: Detector, fail_on: set[int]) -> None:
         self.inner, self.fail_on, self.calls = inner, fail_on, 0
-        self.frame_shape: tuple[int, ...] | None = None
 
     def detect(self, image: np.ndarray) -> Detections:
-        self.frame_shape = self.frame_shape or image.shape
-        if image.shape == self.frame_shape:
-            call, self.calls = self.calls, self.calls + 1
-            if call in self.fail_on:
-                raise DetectorError("injected inference failure")
+        call, self.calls = self.calls, self.calls + 1
+        if call in self.fail_on:
+            raise DetectorError("injected inference failure")
         return self.inner.detect(image)
 
 
@@ -568,7 +568,7 @@ def test_video_detector_failure_masks_whole_frame_and_counts_it(
         source,
         tmp_path / "out.mp4",
         detector,
-        Redactor(RedactionConfig()),
+        NO_SECOND_LOOK,
         progress=False,
     )
 
@@ -593,7 +593,7 @@ def test_video_skipping_detection_fails_closed_on_both_sides_of_a_failed_run(
         source,
         tmp_path / "out.mp4",
         detector,
-        Redactor(RedactionConfig()),
+        NO_SECOND_LOOK,
         tracking=TrackingConfig(detect_every=3, lookahead_frames=3),
         progress=False,
     )

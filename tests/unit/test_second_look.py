@@ -88,17 +88,18 @@ def test_turned_off_it_does_not_look(astronaut_bgr: np.ndarray, centerface: Dete
     assert len(_visible_faces(centerface, redacted.image))
 
 
-class CropFailingDetector(Detector):
-    """Fault injection: the whole image is searched, the second look's search near a mask
-    raises (an inference crash cannot be caused for real)."""
+class SecondCallFailingDetector(Detector):
+    """Fault injection: the detection passes, the second look's raises (an inference crash
+    cannot be caused for real)."""
 
-    name = "crop-failing"
+    name = "second-call-failing"
 
-    def __init__(self, inner: Detector, frame_shape: tuple[int, ...]) -> None:
-        self.inner, self.frame_shape = inner, frame_shape
+    def __init__(self, inner: Detector) -> None:
+        self.inner, self.calls = inner, 0
 
     def detect(self, image: np.ndarray) -> Detections:
-        if image.shape != self.frame_shape:
+        self.calls += 1
+        if self.calls == 2:
             raise DetectorError("injected inference failure")
         return self.inner.detect(image)
 
@@ -109,9 +110,10 @@ def test_a_failed_second_look_writes_nothing(
     source = tmp_path / "a.png"
     cv2.imwrite(str(source), astronaut_bgr)
     job = ImageJob(source, tmp_path / "out" / "a.png")
-    detector = CropFailingDetector(centerface, astronaut_bgr.shape)
+    detector = SecondCallFailingDetector(centerface)
 
     with pytest.raises(DetectorError, match="a.png.*injected"):
         redact_image_file(job, detector, Redactor(), "png")
 
+    assert detector.calls == 2
     assert not job.target.exists()
