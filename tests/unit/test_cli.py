@@ -233,8 +233,8 @@ def test_image_corrupt_and_missing_inputs_fail_by_name_others_written(
     assert "ms/image" in summary
 
 
-# FailingDetector counts every call; the redactor's second look would add calls of its own
-# (its failure is tested in test_second_look.py).
+# FailingDetector counts every call; the redactor's second look after masking adds calls of
+# its own (its failure is tested on an image below).
 NO_SECOND_LOOK = Redactor(RedactionConfig(second_look_threshold=None))
 
 
@@ -253,16 +253,19 @@ class FailingDetector(Detector):
         return self.inner.detect(image)
 
 
+@pytest.mark.parametrize("failing_call", [0, 1], ids=["detection", "second-look"])
 def test_image_detector_failure_writes_nothing(
-    tmp_path: Path, astronaut_bgr: np.ndarray, checker: Detector
+    tmp_path: Path, astronaut_bgr: np.ndarray, checker: Detector, failing_call: int
 ) -> None:
     source = tmp_path / "a.png"
     cv2.imwrite(str(source), astronaut_bgr)
     job = ImageJob(source, tmp_path / "out" / "a.png")
+    detector = FailingDetector(checker, {failing_call})
 
     with pytest.raises(DetectorError, match="a.png.*injected"):
-        redact_image_file(job, FailingDetector(checker, {0}), Redactor(), "png")
+        redact_image_file(job, detector, Redactor(), "png")
 
+    assert detector.calls == failing_call + 1
     assert not job.target.exists()
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
