@@ -194,8 +194,8 @@ class _FailClosedMasker:
         if held.frame is not frame:  # a bug in the bookkeeping: trust nothing
             raise RuntimeError(f"look-ahead released frame {frame.index} out of order")
         if not held.fail:
-            # The second look runs where the detector did: on every frame it would add
-            # detect_every detector runs for each one that detection saves.
+            # The second look runs on the frames the detector ran on: on every frame it
+            # would cost as much as detecting every frame, which detect_every avoids.
             look_again = self._detector if held.detected else None
             try:
                 redacted = self._redactor.redact(frame, boxes, look_again=look_again)
