@@ -25,6 +25,7 @@ from edge.control import CameraStatus
 from edge.detectors.base import Detector
 from edge.media import read_frames
 from edge.pipeline import Pipeline
+from edge.sinks.retention import SEGMENT_NAME
 from edge.verify import split_masked
 
 WIDTH, HEIGHT, FPS = 640, 360, 10.0
@@ -116,6 +117,12 @@ def visible_faces(detectors: list[Detector], image: np.ndarray) -> int:
         visible, _masked = split_masked(image, detector.detect(image))
         most = max(most, len(visible))
     return most
+
+
+def finished_segments(data_dir: Path, camera_id: str) -> list[Path]:
+    """The camera's closed segments (a segment is written under a temporary name until then)."""
+    folder = data_dir / "recordings" / camera_id
+    return [p for p in folder.glob("*.mp4") if SEGMENT_NAME.match(p.name)]
 
 
 def stored_files(data_dir: Path) -> list[Path]:

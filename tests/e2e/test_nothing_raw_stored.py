@@ -5,8 +5,6 @@ finds the faces, so it is able to fail."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from e2e_support import (
     FPS,
     HEIGHT,
@@ -14,24 +12,19 @@ from e2e_support import (
     camera_config,
     decoded_images,
     demo_camera,
+    finished_segments,
     stored_files,
     visible_faces,
     wait_until,
 )
 
 from edge.pipeline import Pipeline
-from edge.sinks.retention import SEGMENT_NAME
 from edge.sinks.snapshot import snapshot_path
 from edge.sources.demo import DemoSourceConfig
 from edge.sources.registry import build_source
 
 CAMERAS = ("demo", "file")
 SEGMENTS_PER_CAMERA = 3
-
-
-def finished_segments(data_dir: Path, camera_id: str) -> list[Path]:
-    folder = data_dir / "recordings" / camera_id
-    return [p for p in folder.glob("*.mp4") if SEGMENT_NAME.match(p.name)]
 
 
 def test_no_face_is_detectable_in_anything_stored(

@@ -4,11 +4,10 @@ server comes back the camera is ready again and frames flow, with nothing raw st
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from e2e_support import (
     camera_config,
     decoded_images,
+    finished_segments,
     sample,
     status_of,
     stored_files,
@@ -18,12 +17,6 @@ from e2e_support import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge.pipeline import Pipeline
-from edge.sinks.retention import SEGMENT_NAME
-
-
-def segments(data_dir: Path) -> list[Path]:
-    return [p for p in (data_dir / "recordings" / "door").glob("*.mp4")
-            if SEGMENT_NAME.match(p.name)]
 
 
 def test_rtsp_camera_reconnects_and_readiness_follows(
@@ -45,7 +38,7 @@ def test_rtsp_camera_reconnects_and_readiness_follows(
     api = serve_api(pipeline)
 
     wait_until(lambda: api.get("/readyz").status_code == 200, 60, "/readyz 200")
-    wait_until(lambda: len(segments(data_dir)) >= 2, 30, "two recorded segments")
+    wait_until(lambda: len(finished_segments(data_dir, "door")) >= 2, 30, "two recorded segments")
 
     rtsp_server.stop()  # the camera loses power
     wait_until(
@@ -75,7 +68,7 @@ def test_rtsp_camera_reconnects_and_readiness_follows(
     pipeline.stop()
 
     files = stored_files(data_dir)
-    assert len(segments(data_dir)) >= 3 and all(p.suffix == ".mp4" for p in files)
+    assert len(finished_segments(data_dir, "door")) >= 3 and all(p.suffix == ".mp4" for p in files)
     for path in files:
         for image in decoded_images(path):
             assert visible_faces(leak_detectors, image) == 0, f"a face is detectable in {path}"

@@ -12,6 +12,7 @@ from e2e_support import (
     camera_config,
     decoded_images,
     demo_camera,
+    finished_segments,
     stored_files,
     visible_faces,
     wait_until,
@@ -69,7 +70,7 @@ def test_second_look_masks_faces_the_first_masks_missed(
 
     pipeline = running(Pipeline(config, detector_factory=low_boxes))
     wait_until(
-        lambda: len(list((data_dir / "recordings" / "demo").glob("2*.mp4"))) >= SEGMENTS,
+        lambda: len(finished_segments(data_dir, "demo")) >= SEGMENTS,
         60,
         f"{SEGMENTS} finished segments",
     )
