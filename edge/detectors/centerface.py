@@ -11,6 +11,7 @@ and can use a GPU (CUDA) where its GPU build is installed (a Jetson; not tried y
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -73,6 +74,13 @@ def onnxruntime_installed() -> bool:
     return True
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity), not all the machine has."""
+    if hasattr(os, "sched_getaffinity"):  # Linux
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _opencv_network(model_path: Path) -> Network:
     try:
         net = cv2.dnn.readNetFromONNX(str(model_path))
@@ -115,6 +123,11 @@ def _onnxruntime_network(model_path: Path) -> Network:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Spinning idle threads steal the CPU from decoding and encoding on a small board.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Left to itself, onnxruntime starts a thread per physical core and pins each to its
+        # core, escaping the CPUs the process was given (taskset, Docker --cpuset-cpus,
+        # systemd CPUAffinity): a run pinned to one core used two. Threads it is told how
+        # many to start are not pinned.
+        options.intra_op_num_threads = usable_cpus()
         available = onnxruntime.get_available_providers()
         session = onnxruntime.InferenceSession(
             model.SerializeToString(),

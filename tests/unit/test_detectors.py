@@ -8,7 +8,11 @@ in no wheel, so its tests read ../shared/models and are marked `shared`.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +266,45 @@ def test_centerface_backends_agree(
     assert len(ours) == len(opencv) >= 1
     np.testing.assert_allclose(ours.xyxy, opencv.xyxy, atol=0.05)
     np.testing.assert_allclose(ours.score, opencv.score, atol=1e-4)
+
+
+# Run in a child pinned to one CPU: which CPUs may each of its threads use after detecting?
+THREAD_CPUS_CHILD = textwrap.dedent("""
+    import json, os, sys
+    os.sched_setaffinity(0, {int(sys.argv[2])})
+    from pathlib import Path
+    import numpy as np
+    from pydantic import TypeAdapter
+    from edge.detectors.registry import DetectorConfig, build_detector
+    from edge.models import ModelStore
+    config = TypeAdapter(DetectorConfig).validate_python(json.loads(sys.argv[1]))
+    detector = build_detector(config, ModelStore(Path(sys.argv[3])))
+    detector.detect(np.zeros((256, 256, 3), np.uint8))
+    print(json.dumps(sorted({
+        line.split(":")[1].strip()
+        for task in Path("/proc/self/task").iterdir()
+        for line in (task / "status").read_text().splitlines()
+        if line.startswith("Cpus_allowed_list")
+    })))
+""")
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs Linux and two CPUs to see a thread leave the one it was given",
+)
+@pytest.mark.parametrize("name", ["centerface", "centerface-opencv", "blazeface-full"])
+def test_detector_threads_stay_on_the_cpus_the_process_was_given(
+    name: str, model_store: ModelStore
+) -> None:
+    """A Pi running other services, or `docker run --cpuset-cpus`, gives edgeblur fewer
+    cores than the board has; onnxruntime's default pool pinned a thread to each core."""
+    model_store.fetch(BACKENDS[name]["type"] if name.startswith("centerface") else name)
+    cpu = min(os.sched_getaffinity(0))
+    command = [sys.executable, "-c", THREAD_CPUS_CHILD, json.dumps(BACKENDS[name]), str(cpu)]
+    command.append(str(model_store.cache_dir))
+    child = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(child.stdout.splitlines()[-1]) == [str(cpu)]
 
 
 def test_centerface_without_onnxruntime_uses_opencv_unless_told_otherwise(
