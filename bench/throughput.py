@@ -1,7 +1,8 @@
 """Throughput of `edgeblur video` beside its ceiling and beside deface, on the same clips.
 
     .venv/bin/python bench/throughput.py [--clip PATH] [--max-frames N] [--skip-deface]
-                                         [--deface-onnxruntime] [--out-dir DIR]
+                                         [--deface-onnxruntime] [--variant=OPTIONS ...]
+                                         [--out-dir DIR]
 
 For each clip (the 1080p walking clip of ../shared by default, and a 720p copy made from it):
 
@@ -11,7 +12,10 @@ For each clip (the 1080p walking clip of ../shared by default, and a 720p copy m
 - deface 1.5.0 at its defaults, installed from PyPI into a virtual environment of its own
   (cached under the user's cache dir, edgeblur-bench/), never into the project's;
 - ceiling and edgeblur again pinned to one core (`taskset -c 0`), a stand-in for a Pi-class
-  board.
+  board;
+- with --variant="--detect-long-side 960" (repeatable; with the =, argparse does not take
+  the options for its own), `edgeblur video` with those options too, on all cores and on
+  one, to price a speed option beside the defaults in the same run.
 
 Every run is a child process, run twice: on the clip, and on its first frame alone to time
 its start-up (imports, model load, encoder set-up), which fps leaves out; peak RSS is the
@@ -53,7 +57,7 @@ SMALL_HEIGHT = 720
 class Result:
     clip: str  # e.g. "1080p"
     cores: str  # "all (2)" or "1 (taskset -c 0)"
-    tool: str  # "ceiling", "edgeblur", "deface 1.5.0 (opencv)"
+    tool: str  # "ceiling", "edgeblur", "edgeblur --detect-long-side 960", "deface 1.5.0 ..."
     frames: int
     run: ChildRun  # on the whole clip
     startup: ChildRun  # the same command on the clip's first frame only
@@ -122,7 +126,7 @@ def _cpu_description() -> str:
 
 
 def _command(tool: str, base: list[str], clip: Path, output: Path) -> list[str]:
-    if tool == "edgeblur":
+    if tool == "edgeblur":  # base holds a variant's options after "video"
         return [*base, str(clip), "--out", str(output)]
     if tool == "ceiling":
         return [*base, str(clip), str(output)]
@@ -130,7 +134,12 @@ def _command(tool: str, base: list[str], clip: Path, output: Path) -> list[str]:
 
 
 def benchmark_clip(
-    label: str, clip: Path, first_frame: Path, out_dir: Path, deface: tuple[str, Path] | None
+    label: str,
+    clip: Path,
+    first_frame: Path,
+    out_dir: Path,
+    deface: tuple[str, Path] | None,
+    variants: list[str],
 ) -> list[Result]:
     """All runs on one clip, each also on `first_frame` (the clip's first frame alone) to
     measure its start-up; each output is checked to hold every input frame."""
@@ -149,9 +158,12 @@ def benchmark_clip(
         ("ceiling", pinned, ceiling, PINNED_CORE),
         ("edgeblur", pinned, edgeblur, PINNED_CORE),
     ]
+    for options in variants:
+        for cores, cpu in ((all_cores, None), (pinned, PINNED_CORE)):
+            runs.append((f"edgeblur {options}", cores, [*edgeblur, *options.split()], cpu))
     results = []
-    for tool, cores, base, cpu in runs:
-        slug = "_".join([label, tool.split()[0], "1core" if cpu is not None else "all"])
+    for number, (tool, cores, base, cpu) in enumerate(runs):
+        slug = "_".join([label, str(number), tool.split()[0]])
         print(f"{label}: {tool} on {cores} cores ...", file=sys.stderr, flush=True)
         timed = []
         for source, suffix in ((first_frame, "_startup"), (clip, "")):
@@ -192,7 +204,7 @@ def report(results: list[Result]) -> str:
             f"{result.run.peak_rss_mib:.0f}",
             "-" if result.tool == "ceiling"
             else ratio(result.fps, fps_of(result.clip, result.cores, "ceiling")),
-            ratio(result.fps, deface) if result.tool == "edgeblur" else "-",
+            ratio(result.fps, deface) if result.tool.startswith("edgeblur") else "-",
         ])
     header = ["clip", "cores", "run", "frames", "wall s", "start-up s", "fps", "peak RSS MiB",
               "× ceiling", "× deface"]
@@ -208,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-deface", action="store_true", help="leave deface out")
     parser.add_argument("--deface-onnxruntime", action="store_true",
                         help="give deface onnxruntime (its faster backend) instead of OpenCV")
+    parser.add_argument("--variant", action="append", default=[], metavar="OPTIONS",
+                        help="also run `edgeblur video OPTIONS` (with =, quoted: "
+                        "--variant=\"--detect-long-side 960\"); repeatable")
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT / "throughput",
                         help="clips, outputs and logs (default: %(default)s)")
     parser.add_argument("--run-ceiling", nargs=2, type=Path, metavar=("IN", "OUT"),
@@ -239,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         label = f"{size or height}p"
         clip = prepare_clip(source, out_dir, height=size, max_frames=args.max_frames)
         first_frame = prepare_clip(source, out_dir, height=size, max_frames=1)
-        results += benchmark_clip(label, clip, first_frame, out_dir, deface)
+        results += benchmark_clip(label, clip, first_frame, out_dir, deface, args.variant)
 
     print(f"\nclip: {source}" + (f" (first {args.max_frames} frames)" if args.max_frames else ""))
     print(f"machine: {_cpu_description()}; encoder: libx264 {H264_OPTIONS}")
