@@ -57,6 +57,15 @@ def shared_clip(name: str) -> Path:
     sys.exit(f"error: {name} is not in {video_dir} (see its manifest.csv)")
 
 
+def split_edgeblur_args(argv: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """(this script's arguments, the ones after `--`, for the `edgeblur` it runs)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in args:
+        return args, []
+    cut = args.index("--")
+    return args[:cut], args[cut + 1 :]
+
+
 def edgeblur_command() -> list[str]:
     """The `edgeblur` entry point of the virtual environment running this script."""
     script = Path(sys.executable).with_name("edgeblur")

@@ -40,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/recall.py`
 
-from bench._common import markdown_table  # noqa: E402
+from bench._common import markdown_table, split_edgeblur_args  # noqa: E402
 
 MIN_FACE_PX = 10
 COVERED_SHARE = 0.70
@@ -209,11 +209,7 @@ def report(tally: Tally, timing: Timing | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in args:
-        cut = args.index("--")
-        args, extra = args[:cut], args[cut + 1 :]
+    args, extra = split_edgeblur_args(argv)
     parser = argparse.ArgumentParser(
         description="Recall per face size, collateral and speed of `edgeblur image`."
     )

@@ -4,7 +4,7 @@ much of it came through unchanged.
 
     .venv/bin/python bench/video_leaks.py CLIP OUTPUT [--threshold 0.5] [--long-side N]
                                           [--tiles N] [--tolerance 8] [--max-frames N]
-    .venv/bin/python bench/video_leaks.py --all [--out-dir DIR] [...]
+    .venv/bin/python bench/video_leaks.py --all [--out-dir DIR] [...] [-- EDGEBLUR_VIDEO_ARGS...]
 
 The reference is CenterFace at a high confidence (0.5 by default, for faces of every size, so
 what it reports is a face), with no face-size limits, its default passes (the frame at full
@@ -15,7 +15,8 @@ A face-frame (one face in one frame) is leaked when at least 30 % of its box's p
 by less than --tolerance grey levels between original and output. Faces are linked across
 frames by IoU to report the longest run of leaked frames of one face.
 
---all runs `edgeblur video` (default settings) on every shared clip with faces and prints one
+--all runs `edgeblur video` (default settings, or the arguments after `--`, e.g.
+`-- --detect-every 8 --lookahead-frames 16`) on every shared clip with faces and prints one
 table. Comparing needs the output to hold the same frames as the clip (edgeblur keeps them
 all); outputs a pixel smaller (odd sizes) are compared on the common area.
 """
@@ -43,6 +44,7 @@ from bench._common import (
     prepare_clip,
     run_child,
     shared_clip,
+    split_edgeblur_args,
 )
 from edge.detectors.base import Detector
 from edge.media import probe, read_frames
@@ -233,6 +235,7 @@ def report(results: list[ClipLeaks]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_here, edgeblur_args = split_edgeblur_args(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("clip", nargs="?", type=Path, help="original video")
     parser.add_argument("output", nargs="?", type=Path, help="its redacted version")
@@ -253,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(default %(default)s)")
     parser.add_argument("--max-frames", type=int, metavar="N",
                         help="check only the first N frames (quick smoke runs)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_here)
+    if edgeblur_args and not args.all:
+        parser.error("arguments after -- are for --all")
     if args.all == (args.clip is not None) or (args.clip is None) != (args.output is None):
         parser.error("give either CLIP and OUTPUT, or --all")
     if args.max_frames is not None and args.max_frames < 1:
@@ -279,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             clip = prepare_clip(shared, out_dir, max_frames=args.max_frames)
             output = out_dir / f"{clip.stem}.edgeblur.mp4"
             print(f"{shared.name}: edgeblur video ...", file=sys.stderr, flush=True)
-            run_child([*edgeblur_command(), "video", clip, "--out", output],
+            run_child([*edgeblur_command(), "video", *edgeblur_args, clip, "--out", output],
                       out_dir / f"{clip.stem}.edgeblur.log").check()
             print(f"{shared.name}: checking ...", file=sys.stderr, flush=True)
             results.append(assess(clip, output, detect, tolerance=args.tolerance,
