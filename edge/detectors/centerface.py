@@ -128,6 +128,10 @@ def _onnxruntime_network(model_path: Path) -> Network:
         # systemd CPUAffinity): a run pinned to one core used two. Threads it is told how
         # many to start are not pinned.
         options.intra_op_num_threads = usable_cpus()
+        # A memory pattern plans one block for all of a run's intermediate tensors; without it
+        # the arena reuses freed ones. Measured on a 1080p frame (both passes): peak 616 MiB
+        # instead of 903, and no slower (164-170 ms against 179-193).
+        options.enable_mem_pattern = False
         available = onnxruntime.get_available_providers()
         session = onnxruntime.InferenceSession(
             model.SerializeToString(),
