@@ -11,7 +11,6 @@ and can use a GPU (CUDA) where its GPU build is installed (a Jetson; not tried y
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -20,6 +19,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
+from edge.cpus import usable_cpus
 from edge.detectors.base import (
     BaseDetectorConfig,
     Detector,
@@ -74,13 +74,6 @@ def onnxruntime_installed() -> bool:
     return True
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity), not all the machine has."""
-    if hasattr(os, "sched_getaffinity"):  # Linux
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def _opencv_network(model_path: Path) -> Network:
     try:
         net = cv2.dnn.readNetFromONNX(str(model_path))
@@ -126,7 +119,7 @@ def _onnxruntime_network(model_path: Path) -> Network:
         # Left to itself, onnxruntime starts a thread per physical core and pins each to its
         # core, escaping the CPUs the process was given (taskset, Docker --cpuset-cpus,
         # systemd CPUAffinity): a run pinned to one core used two. Threads it is told how
-        # many to start are not pinned.
+        # many to start are not pinned. usable_cpus also counts a CPU quota (Docker --cpus).
         options.intra_op_num_threads = usable_cpus()
         # A memory pattern plans one block for all of a run's intermediate tensors; without it
         # the arena reuses freed ones. `edgeblur video` on the 1080p walking clip peaked at
