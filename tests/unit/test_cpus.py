@@ -5,7 +5,6 @@ a copy of its layout."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import uuid
@@ -26,32 +25,30 @@ JOIN_AND_COUNT = (
 @pytest.fixture
 def one_cpu_cgroup() -> Iterator[Path]:
     """A real cgroup (v1 cpu controller, or v2 with cpu enabled) limited to one CPU."""
-    if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("needs two CPUs to see a quota of one")
-    v1, v2 = CGROUP_ROOT / "cpu", CGROUP_ROOT
+    if usable_cpus() < 2:
+        pytest.skip("needs two usable CPUs to see a quota of one")
     name = f"edgeblur-test-{uuid.uuid4().hex[:8]}"
+    v1 = CGROUP_ROOT / "cpu"
+    v2_controllers = CGROUP_ROOT / "cgroup.subtree_control"
+    if (v1 / "cpu.cfs_quota_us").is_file():
+        group, limits = v1 / name, {"cpu.cfs_quota_us": "100000", "cpu.cfs_period_us": "100000"}
+    elif v2_controllers.is_file() and "cpu" in v2_controllers.read_text().split():
+        group, limits = CGROUP_ROOT / name, {"cpu.max": "100000 100000"}
+    else:
+        pytest.skip("no cgroup cpu controller to limit")
     try:
-        if (v1 / "cpu.cfs_quota_us").is_file():
-            group = v1 / name
-            group.mkdir()
-            period = int((group / "cpu.cfs_period_us").read_text())
-            (group / "cpu.cfs_quota_us").write_text(str(period))
-        elif "cpu" in (v2 / "cgroup.subtree_control").read_text().split():
-            group = v2 / name
-            group.mkdir()
-            (group / "cpu.max").write_text("100000 100000")
-        else:
-            pytest.skip("no cgroup cpu controller to limit")
+        group.mkdir()
     except OSError as error:
         pytest.skip(f"cannot make a cgroup here: {error}")
     try:
+        for file, value in limits.items():
+            (group / file).write_text(value)
         yield group
     finally:
-        group.rmdir()  # the child has exited, so the group is empty
+        group.rmdir()  # empty again: the child has exited
 
 
 def test_a_cpu_quota_caps_the_count(one_cpu_cgroup: Path) -> None:
-    assert usable_cpus() >= 2
     child = subprocess.run(
         [sys.executable, "-c", JOIN_AND_COUNT, str(one_cpu_cgroup)],
         capture_output=True,
