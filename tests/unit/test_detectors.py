@@ -66,6 +66,11 @@ def shared_yunet(shared_dir: Path) -> Path:
     return path
 
 
+def model_of(name: str) -> str:
+    """The model-store name a BACKENDS entry runs (both CenterFace backends share one file)."""
+    return str(BACKENDS[name]["type"]) if name.startswith("centerface") else name
+
+
 def make_detector(
     name: str, model_store: ModelStore, request: pytest.FixtureRequest, **overrides: Any
 ) -> Detector:
@@ -73,7 +78,7 @@ def make_detector(
     if name == "yunet":
         settings["model_path"] = request.getfixturevalue("shared_yunet")
     else:
-        model_store.fetch(settings["type"] if name.startswith("centerface") else name)
+        model_store.fetch(model_of(name))
     detector = build_detector(parse(settings), model_store)
     request.addfinalizer(detector.close)
     return detector
@@ -299,7 +304,7 @@ def test_detector_threads_stay_on_the_cpus_the_process_was_given(
 ) -> None:
     """A Pi running other services, or `docker run --cpuset-cpus`, gives edgeblur fewer
     cores than the board has; onnxruntime's default pool pinned a thread to each core."""
-    model_store.fetch(BACKENDS[name]["type"] if name.startswith("centerface") else name)
+    model_store.fetch(model_of(name))
     cpu = min(os.sched_getaffinity(0))
     command = [sys.executable, "-c", THREAD_CPUS_CHILD, json.dumps(BACKENDS[name]), str(cpu)]
     command.append(str(model_store.cache_dir))
