@@ -90,6 +90,16 @@ class VideoConfig(_Strict):
         "velocity (from its first two detections).",
     )
 
+    second_look: bool = Field(
+        False,
+        description="Run the redaction's second look (redaction.second_look_threshold) on the "
+        "frames the detector runs on, as the camera service does on every frame. Off for "
+        "files: there a mask between two detections is interpolated between them, not "
+        "predicted from earlier frames, and on the test clips the second look changed "
+        "neither the leaks nor the audit's result, for 1.5 times the run time "
+        "(docs/configuration.md).",
+    )
+
     @model_validator(mode="after")
     def _skipping_needs_lookahead(self) -> VideoConfig:
         check_lookahead(self.detect_every, self.lookahead_frames, "video.")

@@ -62,6 +62,7 @@ def redact_video(
     redactor: Redactor,
     *,
     tracking: TrackingConfig | None = None,
+    second_look: bool = False,
     keep_audio: bool = False,
     progress: bool = True,
 ) -> VideoSummary:
@@ -70,17 +71,19 @@ def redact_video(
     `tracking` (default: detect on every frame, no look-ahead) sets how often the detector
     runs and how many frames the TemporalMasker holds back; `edgeblur video` passes
     VideoConfig.tracking(). The last frame is always detected, so every frame has a detection
-    on both sides of it.
+    on both sides of it. `second_look` runs the redactor's second look after masking
+    (edge.redact.second_look) on the frames the detector runs on; VideoConfig.second_look says
+    why it is off by default.
 
     Decoding, detection + redaction and encoding run on three threads joined by small
     bounded queues (OpenCV DNN, FFmpeg's decoder and x264 release the GIL); this thread owns
     the detector, the masker and the redactor.
 
-    Fail closed: a frame on which the detector raises is written fully masked (mask_all) and
-    counted in `fully_masked`, and so is every skipped frame next to it (it has no trusted
-    detection on that side). Raises MediaError naming the file when the input cannot be
-    decoded, is shorter than its container declares (truncated), or the output cannot be
-    written; in every such case no output file is left.
+    Fail closed: a frame on which the detector raises (first or second look) is written fully
+    masked (mask_all) and counted in `fully_masked`, and so is every skipped frame next to a
+    failed first look (it has no trusted detection on that side). Raises MediaError naming
+    the file when the input cannot be decoded, is shorter than its container declares
+    (truncated), or the output cannot be written; in every such case no output file is left.
     """
     source, target = Path(source), Path(target)
     started = time.monotonic()
@@ -90,7 +93,9 @@ def redact_video(
     elif keep_audio:
         log.warning("%s has no audio stream; writing video only", source)
     with_audio = keep_audio and info.has_audio
-    masker = _FailClosedMasker(detector, redactor, tracking or TrackingConfig(), source)
+    masker = _FailClosedMasker(
+        detector, redactor, tracking or TrackingConfig(), source, second_look=second_look
+    )
     with atomic_output(target) as tmp, ExitStack() as stack:
         # With audio, the video is encoded to a scratch file first, then both are muxed.
         video_path = stack.enter_context(_scratch_beside(target)) if with_audio else tmp
@@ -143,14 +148,22 @@ class _Held:
 
 class _FailClosedMasker:
     """Detection on every `detect_every`-th frame (and the last), TemporalMasker look-ahead,
-    then redaction, or mask_all for frames without a trusted detection on both sides.
+    then redaction (with the second look on detected frames when `second_look`), or mask_all
+    for frames without a trusted detection on both sides.
 
     Owned by the processing thread of redact_video."""
 
     def __init__(
-        self, detector: Detector, redactor: Redactor, tracking: TrackingConfig, source: Path
+        self,
+        detector: Detector,
+        redactor: Redactor,
+        tracking: TrackingConfig,
+        source: Path,
+        *,
+        second_look: bool,
     ) -> None:
         self._detector = detector
+        self._second_look = second_look
         self._redactor = redactor
         self._every = tracking.detect_every
         self._masker = TemporalMasker(tracking)
@@ -196,7 +209,7 @@ class _FailClosedMasker:
         if not held.fail:
             # The second look runs on the frames the detector ran on: on every frame it
             # would cost as much as detecting every frame, which detect_every avoids.
-            look_again = self._detector if held.detected else None
+            look_again = self._detector if held.detected and self._second_look else None
             try:
                 redacted = self._redactor.redact(frame, boxes, look_again=look_again)
             except Exception as error:  # the second look's detection failed: fail closed

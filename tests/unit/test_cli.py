@@ -19,13 +19,14 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.config import TrackingConfig
+from edge import cli
+from edge.config import TrackingConfig, VideoConfig
 from edge.detectors.base import Detector
 from edge.detectors.centerface import CenterFaceConfig
 from edge.errors import DetectorError
 from edge.imagefiles import ImageJob, redact_image_file
 from edge.media import probe, read_frames
-from edge.redact import RedactionConfig, Redactor
+from edge.redact import Redactor
 from edge.types import Detections
 from edge.verify import split_masked
 from edge.videofiles import redact_video
@@ -234,11 +235,6 @@ def test_image_corrupt_and_missing_inputs_fail_by_name_others_written(
     summary = result.stderr.strip().splitlines()[-1]
     assert summary.startswith("processed 5 images in ") and summary.endswith(", 3 failed")
     assert "ms/image" in summary
-
-
-# FailingDetector counts every call; the redactor's second look after masking adds calls of
-# its own (its failure is tested on an image below).
-NO_SECOND_LOOK = Redactor(RedactionConfig(second_look_threshold=None))
 
 
 class FailingDetector(Detector):
@@ -574,7 +570,7 @@ def test_video_detector_failure_masks_whole_frame_and_counts_it(
         source,
         tmp_path / "out.mp4",
         detector,
-        NO_SECOND_LOOK,
+        Redactor(),
         progress=False,
     )
 
@@ -599,7 +595,7 @@ def test_video_skipping_detection_fails_closed_on_both_sides_of_a_failed_run(
         source,
         tmp_path / "out.mp4",
         detector,
-        NO_SECOND_LOOK,
+        Redactor(),
         tracking=TrackingConfig(detect_every=3, lookahead_frames=3),
         progress=False,
     )
@@ -612,6 +608,61 @@ def test_video_skipping_detection_fails_closed_on_both_sides_of_a_failed_run(
         assert flat == (index in {4, 5, 6, 7, 8}), index
         if not flat:  # skipped frames 1, 2 sit between two good runs: masked by look-ahead
             assert_face_masked(checker, original, image, box)
+
+
+@pytest.mark.parametrize("fail_on", [set(), {5}], ids=["succeeds", "fails"])
+def test_video_second_look_on_request_runs_on_detected_frames_and_fails_closed(
+    tmp_path: Path, astronaut_bgr: np.ndarray, checker: Detector, fail_on: set[int]
+) -> None:
+    source = tmp_path / "in.mp4"
+    write_clip(source, moving_face_frames(astronaut_bgr, 7))
+    # The detector runs on frames 0, 3 and 6, and again on each after masking; the last call
+    # (5) is the second look on frame 6.
+    detector = FailingDetector(checker, fail_on)
+
+    summary = redact_video(
+        source,
+        tmp_path / "out.mp4",
+        detector,
+        Redactor(),
+        tracking=TrackingConfig(detect_every=3, lookahead_frames=3),
+        second_look=True,
+        progress=False,
+    )
+
+    assert detector.calls == 6
+    masked_whole = {6} if fail_on else set()
+    assert (summary.frames, summary.fully_masked) == (7, len(masked_whole))
+    decoded = [frame.image for frame in read_frames(tmp_path / "out.mp4")]
+    for index, image in enumerate(decoded):
+        flat = bool(image.reshape(-1, 3).std(axis=0).max() < 2)
+        assert flat == (index in masked_whole), index
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], VideoConfig(detect_every=2, lookahead_frames=4)),
+        (
+            ["--second-look", "--detect-every", "3"],
+            VideoConfig(detect_every=3, lookahead_frames=4, second_look=True),
+        ),
+    ],
+    ids=["config", "flags"],
+)
+def test_video_flags_override_the_config_video_section(
+    tmp_path: Path, astronaut_bgr: np.ndarray, flags: list[str], expected: VideoConfig
+) -> None:
+    source = tmp_path / "in.mp4"
+    write_clip(source, moving_face_frames(astronaut_bgr, 2))
+    config_file = tmp_path / "edgeblur.yaml"
+    config_file.write_text("video:\n  detect_every: 2\n  lookahead_frames: 4\n")
+    args = cli._parser().parse_args(
+        ["video", str(source), "--out", str(tmp_path / "out.mp4"), "--config", str(config_file)]
+        + flags
+    )
+
+    assert cli._video_config(args, cli._config(args)).video == expected
 
 
 def test_video_missing_input_is_an_error(tmp_path: Path) -> None:
