@@ -559,6 +559,14 @@ def test_video_audio_dropped_by_default_kept_on_request(
     assert leftovers(tmp_path) == ["kept.mp4", "silent.mp4", "talk.mp4"]
 
 
+def is_flat(image: np.ndarray) -> bool:
+    """One colour, up to H.264 noise: a frame masked whole (Redactor.mask_all)."""
+    return bool(image.reshape(-1, 3).std(axis=0).max() < 2)
+
+
+EVERY_THIRD = TrackingConfig(detect_every=3, lookahead_frames=3)
+
+
 def test_video_detector_failure_masks_whole_frame_and_counts_it(
     tmp_path: Path, astronaut_bgr: np.ndarray, checker: Detector
 ) -> None:
@@ -566,19 +574,11 @@ def test_video_detector_failure_masks_whole_frame_and_counts_it(
     write_clip(source, moving_face_frames(astronaut_bgr, 10))
     detector = FailingDetector(checker, fail_on={3, 7})
 
-    summary = redact_video(
-        source,
-        tmp_path / "out.mp4",
-        detector,
-        Redactor(),
-        progress=False,
-    )
+    summary = redact_video(source, tmp_path / "out.mp4", detector, Redactor(), progress=False)
 
     assert (summary.frames, summary.fully_masked) == (10, 2)
     decoded = [frame.image for frame in read_frames(tmp_path / "out.mp4")]
-    for index, image in enumerate(decoded):
-        flat = bool(image.reshape(-1, 3).std(axis=0).max() < 2)  # one colour, up to H.264 noise
-        assert flat == (index in {3, 7}), index
+    assert [is_flat(image) for image in decoded] == [index in {3, 7} for index in range(10)]
 
 
 def test_video_skipping_detection_fails_closed_on_both_sides_of_a_failed_run(
@@ -592,19 +592,14 @@ def test_video_skipping_detection_fails_closed_on_both_sides_of_a_failed_run(
     detector = FailingDetector(checker, fail_on={2})
 
     summary = redact_video(
-        source,
-        tmp_path / "out.mp4",
-        detector,
-        Redactor(),
-        tracking=TrackingConfig(detect_every=3, lookahead_frames=3),
-        progress=False,
+        source, tmp_path / "out.mp4", detector, Redactor(), tracking=EVERY_THIRD, progress=False
     )
 
     assert detector.calls == 4
     assert (summary.frames, summary.fully_masked) == (10, 5)
     decoded = [frame.image for frame in read_frames(tmp_path / "out.mp4")]
     for index, (original, image, box) in enumerate(zip(frames, decoded, boxes, strict=True)):
-        flat = bool(image.reshape(-1, 3).std(axis=0).max() < 2)
+        flat = is_flat(image)
         assert flat == (index in {4, 5, 6, 7, 8}), index
         if not flat:  # skipped frames 1, 2 sit between two good runs: masked by look-ahead
             assert_face_masked(checker, original, image, box)
@@ -625,7 +620,7 @@ def test_video_second_look_on_request_runs_on_detected_frames_and_fails_closed(
         tmp_path / "out.mp4",
         detector,
         Redactor(),
-        tracking=TrackingConfig(detect_every=3, lookahead_frames=3),
+        tracking=EVERY_THIRD,
         second_look=True,
         progress=False,
     )
@@ -634,9 +629,7 @@ def test_video_second_look_on_request_runs_on_detected_frames_and_fails_closed(
     masked_whole = {6} if fail_on else set()
     assert (summary.frames, summary.fully_masked) == (7, len(masked_whole))
     decoded = [frame.image for frame in read_frames(tmp_path / "out.mp4")]
-    for index, image in enumerate(decoded):
-        flat = bool(image.reshape(-1, 3).std(axis=0).max() < 2)
-        assert flat == (index in masked_whole), index
+    assert [is_flat(image) for image in decoded] == [index in masked_whole for index in range(7)]
 
 
 @pytest.mark.parametrize(
