@@ -47,7 +47,7 @@ from bench._common import (
     markdown_table,
     shared_clip,
 )
-from bench.video_leaks import judge_faces, reference_detector
+from bench.video_leaks import REFERENCE_THRESHOLD, judge_faces, reference_detector
 from edge.media import read_frames
 from edge.verify import masked_pixels
 from tests.rtsp import RtspServer, free_port
@@ -114,7 +114,7 @@ def leak_check(clip: Path, recordings: list[Path]) -> str:
         return cv2.resize(grey, PAIRING_SIZE, interpolation=cv2.INTER_AREA).astype(np.int16)
 
     smalls = [small(image) for image in originals]
-    detector = reference_detector(0.5, None, 1)
+    detector = reference_detector(REFERENCE_THRESHOLD, None, 1)
     faces: dict[int, np.ndarray] = {}
     face_frames = leaked = 0
     for segment in recordings:

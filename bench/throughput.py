@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/throughput.py [--clip PATH] [--max-frames N] [--skip-deface]
                                          [--deface-onnxruntime] [--variant=OPTIONS ...]
-                                         [--out-dir DIR]
+                                         [--leaks] [--out-dir DIR]
 
 For each clip (the 1080p walking clip of ../shared by default, and a 720p copy made from it):
 
@@ -15,7 +15,10 @@ For each clip (the 1080p walking clip of ../shared by default, and a 720p copy m
   board;
 - with --variant="--detect-long-side 960" (repeatable; with the =, argparse does not take
   the options for its own), `edgeblur video` with those options too, on all cores and on
-  one, to price a speed option beside the defaults in the same run.
+  one, to price a speed option beside the defaults in the same run;
+- with --leaks, the face-frames each output of the all-cores runs leaves visible, counted as
+  bench/video_leaks.py counts them (its reference detector runs once per clip). The
+  ceiling's output is the unmasked clip: its count is every face-frame the reference found.
 
 Every run is a child process, run twice: on the clip, and on its first frame alone to time
 its start-up (imports, model load, encoder set-up), which fps leaves out; peak RSS is the
@@ -30,8 +33,10 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/throughput.py`
 
@@ -48,6 +53,9 @@ from bench._common import (
 )
 from edge.cpus import usable_cpus
 
+if TYPE_CHECKING:
+    from bench.video_leaks import LeakTally
+
 DEFACE_VERSION = "1.5.0"
 ONNXRUNTIME_EXTRAS = ("onnx", "onnxruntime")  # deface's backend=auto picks these when present
 PINNED_CORE = 0
@@ -62,6 +70,7 @@ class Result:
     frames: int
     run: ChildRun  # on the whole clip
     startup: ChildRun  # the same command on the clip's first frame only
+    leaks: LeakTally | None  # its output's leaked face-frames (--leaks, all-cores runs)
 
     @property
     def fps(self) -> float | None:
@@ -116,6 +125,23 @@ def deface_executable(extras: tuple[str, ...]) -> Path:
     return venv / "bin" / "deface"
 
 
+def leak_counter(clip: Path) -> Callable[[Path], LeakTally]:
+    """Counts the leaked face-frames of an output of `clip` as bench/video_leaks.py does; the
+    reference detector runs on the clip here, once."""
+    from bench.video_leaks import REFERENCE_THRESHOLD, assess, reference_detector
+    from edge.media import read_frames
+
+    detector = reference_detector(REFERENCE_THRESHOLD, None, 1)
+    reference = [detector.detect(frame.image) for frame in read_frames(clip)]
+    detector.close()
+
+    def count(output: Path) -> LeakTally:
+        replay = iter(reference)
+        return assess(clip, output, lambda _image: next(replay)).tally
+
+    return count
+
+
 def _cpu_description() -> str:
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
@@ -141,9 +167,11 @@ def benchmark_clip(
     out_dir: Path,
     deface: tuple[str, Path] | None,
     variants: list[str],
+    count_leaks: Callable[[Path], LeakTally] | None,
 ) -> list[Result]:
     """All runs on one clip, each also on `first_frame` (the clip's first frame alone) to
-    measure its start-up; each output is checked to hold every input frame."""
+    measure its start-up; each output is checked to hold every input frame, and, with
+    `count_leaks`, those of the all-cores runs for leaked face-frames."""
     frames = frame_count(clip)
     all_cores = f"all ({usable_cpus()})"
     pinned = f"1 (taskset -c {PINNED_CORE})"
@@ -175,7 +203,8 @@ def benchmark_clip(
         written = frame_count(output)
         if written != frames:
             print(f"warning: {output} has {written} frames, the clip {frames}", file=sys.stderr)
-        results.append(Result(label, cores, tool, frames, timed[1], timed[0]))
+        leaks = count_leaks(output) if count_leaks is not None and cpu is None else None
+        results.append(Result(label, cores, tool, frames, timed[1], timed[0], leaks))
     return results
 
 
@@ -206,9 +235,11 @@ def report(results: list[Result]) -> str:
             "-" if result.tool == "ceiling"
             else ratio(result.fps, fps_of(result.clip, result.cores, "ceiling")),
             ratio(result.fps, deface) if result.tool.startswith("edgeblur") else "-",
+            "-" if result.leaks is None
+            else f"{result.leaks.leaked_frames} of {result.leaks.face_frames}",
         ])
     header = ["clip", "cores", "run", "frames", "wall s", "start-up s", "fps", "peak RSS MiB",
-              "× ceiling", "× deface"]
+              "× ceiling", "× deface", "leaked face-frames"]
     return markdown_table(header, rows)
 
 
@@ -224,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", action="append", default=[], metavar="OPTIONS",
                         help="also run `edgeblur video OPTIONS` (with =, quoted: "
                         "--variant=\"--detect-long-side 960\"); repeatable")
+    parser.add_argument("--leaks", action="store_true",
+                        help="also count the face-frames each all-cores output leaves visible "
+                        "(bench/video_leaks.py's check)")
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT / "throughput",
                         help="clips, outputs and logs (default: %(default)s)")
     parser.add_argument("--run-ceiling", nargs=2, type=Path, metavar=("IN", "OUT"),
@@ -255,7 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         label = f"{size or height}p"
         clip = prepare_clip(source, out_dir, height=size, max_frames=args.max_frames)
         first_frame = prepare_clip(source, out_dir, height=size, max_frames=1)
-        results += benchmark_clip(label, clip, first_frame, out_dir, deface, args.variant)
+        count_leaks = leak_counter(clip) if args.leaks else None
+        results += benchmark_clip(
+            label, clip, first_frame, out_dir, deface, args.variant, count_leaks
+        )
 
     print(f"\nclip: {source}" + (f" (first {args.max_frames} frames)" if args.max_frames else ""))
     print(f"machine: {_cpu_description()}; encoder: libx264 {H264_OPTIONS}")

