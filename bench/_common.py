@@ -12,10 +12,16 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
+from multiprocessing import get_context
 from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -101,7 +107,9 @@ def run_child(command: Sequence[str | Path], log: Path, *, cpu: int | None = Non
     """Run `command` to completion, its output going to `log`; pinned to core `cpu` with
     `taskset` when given. Wall time includes its start-up (imports, model load), as a user
     sees it. Peak memory comes from wait4() on this very child, so children run earlier do
-    not leak into it (RUSAGE_CHILDREN would keep the maximum over all of them)."""
+    not leak into it (RUSAGE_CHILDREN would keep the maximum over all of them). But Linux
+    starts a child's peak at this process's own peak (it carries over fork and exec), so a
+    benchmark keeps itself small and leaves heavy work to `in_fresh_process`."""
     argv = [str(part) for part in command]
     if cpu is not None:
         if shutil.which("taskset") is None:
@@ -120,6 +128,14 @@ def run_child(command: Sequence[str | Path], log: Path, *, cpu: int | None = Non
         wall_s = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
     return ChildRun(argv, process.returncode, wall_s, usage.ru_maxrss / 1024, log)
+
+
+def in_fresh_process(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """`function(*args, **kwargs)` run in a new Python process, its result returned: what it
+    decodes or loads does not raise this process's peak memory, and so not the peak that
+    run_child reports for every child started after it."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as executor:
+        return executor.submit(function, *args, **kwargs).result()
 
 
 _COPY_OPTIONS = {"preset": "medium", "crf": "18"}  # test copies: near-transparent, not fast

@@ -20,6 +20,9 @@ For each clip (the 1080p walking clip of ../shared by default, and a 720p copy m
   bench/video_leaks.py counts them (its reference detector runs once per clip). The
   ceiling's output is the unmasked clip: its count is every face-frame the reference found.
 
+Clips are made and leaks counted in a process of their own (bench._common.in_fresh_process):
+every child's peak RSS starts at this process's own peak.
+
 Every run is a child process, run twice: on the clip, and on its first frame alone to time
 its start-up (imports, model load, encoder set-up), which fps leaves out; peak RSS is the
 child's own (wait4). Prints a markdown table. Run it on a quiet machine: other load changes
@@ -33,10 +36,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/throughput.py`
 
@@ -46,15 +47,13 @@ from bench._common import (
     ChildRun,
     edgeblur_command,
     frame_count,
+    in_fresh_process,
     markdown_table,
     prepare_clip,
     run_child,
     shared_clip,
 )
 from edge.cpus import usable_cpus
-
-if TYPE_CHECKING:
-    from bench.video_leaks import LeakTally
 
 DEFACE_VERSION = "1.5.0"
 ONNXRUNTIME_EXTRAS = ("onnx", "onnxruntime")  # deface's backend=auto picks these when present
@@ -68,9 +67,11 @@ class Result:
     cores: str  # "all (2)" or "1 (taskset -c 0)"
     tool: str  # "ceiling", "edgeblur", "edgeblur --detect-long-side 960", "deface 1.5.0 ..."
     frames: int
+    pinned: bool  # to one core
     run: ChildRun  # on the whole clip
     startup: ChildRun  # the same command on the clip's first frame only
-    leaks: LeakTally | None  # its output's leaked face-frames (--leaks, all-cores runs)
+    output: Path  # what the run on the whole clip wrote
+    leaks: tuple[int, int] | None = None  # leaked face-frames, face-frames (--leaks)
 
     @property
     def fps(self) -> float | None:
@@ -125,21 +126,21 @@ def deface_executable(extras: tuple[str, ...]) -> Path:
     return venv / "bin" / "deface"
 
 
-def leak_counter(clip: Path) -> Callable[[Path], LeakTally]:
-    """Counts the leaked face-frames of an output of `clip` as bench/video_leaks.py does; the
-    reference detector runs on the clip here, once."""
+def count_leaks(clip: Path, outputs: list[Path]) -> list[tuple[int, int]]:
+    """(leaked face-frames, face-frames) of each of `outputs` of `clip`, as
+    bench/video_leaks.py counts them; its reference detector runs on the clip once."""
     from bench.video_leaks import REFERENCE_THRESHOLD, assess, reference_detector
     from edge.media import read_frames
 
     detector = reference_detector(REFERENCE_THRESHOLD, None, 1)
     reference = [detector.detect(frame.image) for frame in read_frames(clip)]
     detector.close()
-
-    def count(output: Path) -> LeakTally:
+    counts = []
+    for output in outputs:
         replay = iter(reference)
-        return assess(clip, output, lambda _image: next(replay)).tally
-
-    return count
+        tally = assess(clip, output, lambda _image, replay=replay: next(replay)).tally
+        counts.append((tally.leaked_frames, tally.face_frames))
+    return counts
 
 
 def _cpu_description() -> str:
@@ -167,11 +168,9 @@ def benchmark_clip(
     out_dir: Path,
     deface: tuple[str, Path] | None,
     variants: list[str],
-    count_leaks: Callable[[Path], LeakTally] | None,
 ) -> list[Result]:
     """All runs on one clip, each also on `first_frame` (the clip's first frame alone) to
-    measure its start-up; each output is checked to hold every input frame, and, with
-    `count_leaks`, those of the all-cores runs for leaked face-frames."""
+    measure its start-up; each output is checked to hold every input frame."""
     frames = frame_count(clip)
     all_cores = f"all ({usable_cpus()})"
     pinned = f"1 (taskset -c {PINNED_CORE})"
@@ -203,8 +202,8 @@ def benchmark_clip(
         written = frame_count(output)
         if written != frames:
             print(f"warning: {output} has {written} frames, the clip {frames}", file=sys.stderr)
-        leaks = count_leaks(output) if count_leaks is not None and cpu is None else None
-        results.append(Result(label, cores, tool, frames, timed[1], timed[0], leaks))
+        pinned_run = cpu is not None
+        results.append(Result(label, cores, tool, frames, pinned_run, timed[1], timed[0], output))
     return results
 
 
@@ -235,8 +234,7 @@ def report(results: list[Result]) -> str:
             "-" if result.tool == "ceiling"
             else ratio(result.fps, fps_of(result.clip, result.cores, "ceiling")),
             ratio(result.fps, deface) if result.tool.startswith("edgeblur") else "-",
-            "-" if result.leaks is None
-            else f"{result.leaks.leaked_frames} of {result.leaks.face_frames}",
+            "-" if result.leaks is None else "{} of {}".format(*result.leaks),
         ])
     header = ["clip", "cores", "run", "frames", "wall s", "start-up s", "fps", "peak RSS MiB",
               "× ceiling", "× deface", "leaked face-frames"]
@@ -287,12 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for size in sizes:
         label = f"{size or height}p"
-        clip = prepare_clip(source, out_dir, height=size, max_frames=args.max_frames)
-        first_frame = prepare_clip(source, out_dir, height=size, max_frames=1)
-        count_leaks = leak_counter(clip) if args.leaks else None
-        results += benchmark_clip(
-            label, clip, first_frame, out_dir, deface, args.variant, count_leaks
+        clip = in_fresh_process(
+            prepare_clip, source, out_dir, height=size, max_frames=args.max_frames
         )
+        first_frame = in_fresh_process(prepare_clip, source, out_dir, height=size, max_frames=1)
+        runs = benchmark_clip(label, clip, first_frame, out_dir, deface, args.variant)
+        if args.leaks:
+            unpinned = [run.output for run in runs if not run.pinned]
+            counts = iter(in_fresh_process(count_leaks, clip, unpinned))
+            runs = [run if run.pinned else replace(run, leaks=next(counts)) for run in runs]
+        results += runs
 
     print(f"\nclip: {source}" + (f" (first {args.max_frames} frames)" if args.max_frames else ""))
     print(f"machine: {_cpu_description()}; encoder: libx264 {H264_OPTIONS}")

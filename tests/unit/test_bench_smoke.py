@@ -6,6 +6,8 @@ bench/."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 
 from bench import throughput
+from bench._common import REPO
 from bench.rtsp_walking import leak_check
 from bench.video_leaks import LeakTally, assess, unchanged_fraction
 from edge.media import H264Writer
@@ -116,6 +119,36 @@ def test_throughput_counts_what_each_all_cores_output_leaves_visible(
         ("1", "ceiling"): "-",
         ("1", "edgeblur"): "-",
     }
+
+
+def test_work_in_a_fresh_process_stays_out_of_the_next_childs_peak_memory(
+    tmp_path: Path,
+) -> None:
+    # In a small process of its own: this one's peak memory (pytest's) is already large.
+    script = tmp_path / "probe.py"
+    script.write_text(f"""
+import sys
+from pathlib import Path
+sys.path.insert(0, {str(REPO)!r})
+import numpy as np
+from bench._common import in_fresh_process, run_child
+
+def allocate(mib):
+    return int(np.ones(mib << 20, np.uint8).sum()) >> 20
+
+if __name__ == "__main__":
+    assert in_fresh_process(allocate, 400) == 400
+    child = run_child([sys.executable, "-c", "pass"], Path({str(tmp_path / "child.log")!r}))
+    print(child.peak_rss_mib)
+""")
+
+    probe = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=True, timeout=120
+    )
+
+    # A bare interpreter peaks at a few tens of MiB; had the 400 MiB been allocated here, the
+    # child's peak would start above them.
+    assert float(probe.stdout) < 200
 
 
 def test_runs_follow_each_face_by_overlap_and_bridge_short_misses() -> None:
