@@ -311,6 +311,11 @@ def _video_config(args: argparse.Namespace, config: EdgeblurConfig) -> EdgeblurC
         settings = VideoConfig.model_validate(video)
     except ValidationError as error:
         raise ConfigError(f"command-line options: {format_validation_error(error)}") from None
+    if settings.second_look and config.redaction.second_look_threshold is None:
+        raise ConfigError(
+            "video.second_look (--second-look) needs redaction.second_look_threshold, "
+            "which the config sets to null"
+        )
     config = config.model_copy(update={"video": settings})
     info = probe(args.input)
     long_side = settings.detect_long_side

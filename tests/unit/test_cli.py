@@ -658,6 +658,23 @@ def test_video_flags_override_the_config_video_section(
     assert cli._video_config(args, cli._config(args)).video == expected
 
 
+def test_video_second_look_without_its_threshold_is_a_config_error(
+    tmp_path: Path, astronaut_bgr: np.ndarray
+) -> None:
+    source = tmp_path / "in.mp4"
+    write_clip(source, moving_face_frames(astronaut_bgr, 2))
+    config_file = tmp_path / "edgeblur.yaml"
+    config_file.write_text("redaction:\n  second_look_threshold: null\n")
+
+    result = edgeblur(
+        "video", source, "--out", tmp_path / "out.mp4", "--config", config_file, "--second-look"
+    )
+
+    assert result.returncode == 2, result.stderr
+    assert "second_look_threshold" in result.stderr and "Traceback" not in result.stderr
+    assert leftovers(tmp_path) == ["edgeblur.yaml", "in.mp4"]
+
+
 def test_video_missing_input_is_an_error(tmp_path: Path) -> None:
     result = edgeblur("video", tmp_path / "absent.mp4", "--out", tmp_path / "out.mp4")
 
