@@ -13,7 +13,10 @@ Delivery is observed at the snapshot sink, which the pipeline hands every delive
 right after the recorder (see `_observe_deliveries`). After the first delivered frame (model
 loaded) and a short warm-up, frames delivered during S seconds are measured: p50 / p95 / max
 latency, delivered fps, and frames dropped (a newer frame replaced one the detector had not
-taken, or the source skipped frames it was late for) and withheld (failed closed).
+taken, or the source skipped frames it was late for) and withheld (failed closed). Each run
+is a fresh process (bench._common.in_fresh_process), so its peak RSS is that of one camera's
+pipeline, model and recorder (this script stays small: Linux starts a child's peak at its
+parent's).
 
 Pin it to a core with `taskset -c 0 .venv/bin/python bench/latency.py` for a Pi-class
 stand-in. Run it on a quiet machine: other load changes the numbers.
@@ -23,21 +26,25 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/latency.py`
 
-from bench._common import markdown_table
-from edge.config import EdgeblurConfig
-from edge.pipeline import CameraWorker, Pipeline
-from edge.types import RedactedFrame
+from bench._common import in_fresh_process, markdown_table
+
+if TYPE_CHECKING:  # imported where used, in the run's own process
+    from edge.config import EdgeblurConfig
+    from edge.pipeline import CameraWorker
+    from edge.types import RedactedFrame
 
 CAMERA_ID = "bench"
 FIRST_FRAME_TIMEOUT_S = 180.0  # model load on a slow board
@@ -58,6 +65,7 @@ class LatencyResult:
     dropped: int
     withheld: int  # withheld or fully masked (failed closed)
     frames_in: int
+    peak_rss_mib: float  # of the process that ran this camera, from start to stop
 
     @property
     def fps(self) -> float:
@@ -101,6 +109,8 @@ def _observe_deliveries(worker: CameraWorker, log: DeliveryLog) -> None:
 def bench_config(
     width: int, height: int, fps: float, lookahead: int, data_dir: Path, record: bool
 ) -> EdgeblurConfig:
+    from edge.config import EdgeblurConfig
+
     return EdgeblurConfig.model_validate({
         "tracking": {"lookahead_frames": lookahead},
         "storage": {"data_dir": str(data_dir)},
@@ -117,6 +127,8 @@ def measure(
     width: int, height: int, fps: float, lookahead: int, seconds: float, warmup_s: float,
     record: bool,
 ) -> LatencyResult:
+    from edge.pipeline import Pipeline
+
     with tempfile.TemporaryDirectory(prefix="edgeblur-latency-") as data_dir:
         pipeline = Pipeline(bench_config(width, height, fps, lookahead, Path(data_dir), record))
         deliveries = DeliveryLog()
@@ -148,6 +160,7 @@ def measure(
         dropped=dropped_end - dropped,
         withheld=withheld_end - withheld,
         frames_in=frames_in_end - frames_in,
+        peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )
 
 
@@ -173,9 +186,10 @@ def report(results: list[LatencyResult]) -> str:
             result.frames_in,
             result.dropped,
             result.withheld,
+            f"{result.peak_rss_mib:.0f}",
         ])
     header = ["camera", "look-ahead frames", "p50 ms", "p95 ms", "max ms", "delivered fps",
-              "frames in", "dropped", "withheld"]
+              "frames in", "dropped", "withheld", "peak RSS MiB"]
     return markdown_table(header, rows)
 
 
@@ -211,8 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         for lookahead in (0, args.lookahead):
             print(f"{width}x{height}, look-ahead {lookahead}: {args.seconds:.0f} s ...",
                   file=sys.stderr, flush=True)
-            results.append(measure(width, height, args.fps, lookahead, args.seconds,
-                                   args.warmup, not args.no_recording))
+            results.append(in_fresh_process(
+                measure, width, height, args.fps, lookahead, args.seconds, args.warmup,
+                not args.no_recording,
+            ))
     print(f"\ndemo camera at {args.fps:g} fps (real time), default pipeline settings, "
           f"recording {'off' if args.no_recording else 'on'}; {args.seconds:g} s per run "
           "after warm-up; latency = delivery to the sinks minus capture time. Look-ahead "

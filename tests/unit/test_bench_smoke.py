@@ -1,8 +1,8 @@
 """bench/video_leaks.py: the leak counter on a synthetic clip through real H.264, with known
 face boxes (no detector), and its face linking; bench/rtsp_walking.py's leak check, which
 pairs recorded frames with their source and finds the faces with the real reference;
-bench/throughput.py's leak column beside its speeds. No timing here: speed lives in
-bench/."""
+bench/throughput.py's leak column beside its speeds; bench/latency.py's report, each run in
+a process of its own. No timing here: speed lives in bench/."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bench import throughput
+from bench import latency, throughput
 from bench._common import REPO
 from bench.rtsp_walking import leak_check
 from bench.video_leaks import LeakTally, assess, unchanged_fraction
@@ -119,6 +119,26 @@ def test_throughput_counts_what_each_all_cores_output_leaves_visible(
         ("1", "ceiling"): "-",
         ("1", "edgeblur"): "-",
     }
+
+
+def test_latency_reports_each_run_from_a_process_of_its_own(
+    model_store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_store.fetch("centerface")
+
+    status = latency.main(["--seconds", "1", "--warmup", "0.5", "--resolution", "320x240",
+                           "--lookahead", "2", "--no-recording"])
+
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| 320x240")
+    ]
+    assert status == 0
+    assert [row[1] for row in rows] == ["0", "2"]
+    for *_, withheld, peak_rss_mib in rows:
+        # The run's process loaded the libraries and the model (about 280 MiB at 640x360).
+        assert withheld == "0" and float(peak_rss_mib) > 150
 
 
 def test_work_in_a_fresh_process_stays_out_of_the_next_childs_peak_memory(
