@@ -275,7 +275,6 @@ def _run_video(args: argparse.Namespace) -> int:
             detector,
             redactor,
             tracking=config.video.tracking(config.tracking),
-            second_look=config.video.second_look,
             keep_audio=args.keep_audio,
         )
     finally:
@@ -316,7 +315,9 @@ def _video_config(args: argparse.Namespace, config: EdgeblurConfig) -> EdgeblurC
             "video.second_look (--second-look) needs redaction.second_look_threshold, "
             "which the config sets to null"
         )
-    config = config.model_copy(update={"video": settings})
+    config = config.model_copy(
+        update={"video": settings, "redaction": settings.redaction(config.redaction)}
+    )
     info = probe(args.input)
     long_side = settings.detect_long_side
     if (

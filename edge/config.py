@@ -111,6 +111,12 @@ class VideoConfig(_Strict):
             update={"detect_every": self.detect_every, "lookahead_frames": self.lookahead_frames}
         )
 
+    def redaction(self, base: RedactionConfig) -> RedactionConfig:
+        """`base`, with its second look turned off unless this section asks for it."""
+        if self.second_look:
+            return base
+        return base.model_copy(update={"second_look_threshold": None})
+
 
 class MotionConfig(_Strict):
     """Motion privacy mode: mask every moving region, no model needed."""

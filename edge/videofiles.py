@@ -62,7 +62,6 @@ def redact_video(
     redactor: Redactor,
     *,
     tracking: TrackingConfig | None = None,
-    second_look: bool = False,
     keep_audio: bool = False,
     progress: bool = True,
 ) -> VideoSummary:
@@ -71,9 +70,9 @@ def redact_video(
     `tracking` (default: detect on every frame, no look-ahead) sets how often the detector
     runs and how many frames the TemporalMasker holds back; `edgeblur video` passes
     VideoConfig.tracking(). The last frame is always detected, so every frame has a detection
-    on both sides of it. `second_look` runs the redactor's second look after masking
-    (edge.redact.second_look) on the frames the detector runs on; VideoConfig.second_look says
-    why it is off by default.
+    on both sides of it. The redactor's second look after masking (edge.redact.second_look),
+    when its config has one, runs on the frames the detector runs on; `edgeblur video` turns
+    it off unless asked (VideoConfig.second_look says why).
 
     Decoding, detection + redaction and encoding run on three threads joined by small
     bounded queues (OpenCV DNN, FFmpeg's decoder and x264 release the GIL); this thread owns
@@ -93,9 +92,7 @@ def redact_video(
     elif keep_audio:
         log.warning("%s has no audio stream; writing video only", source)
     with_audio = keep_audio and info.has_audio
-    masker = _FailClosedMasker(
-        detector, redactor, tracking or TrackingConfig(), source, second_look=second_look
-    )
+    masker = _FailClosedMasker(detector, redactor, tracking or TrackingConfig(), source)
     with atomic_output(target) as tmp, ExitStack() as stack:
         # With audio, the video is encoded to a scratch file first, then both are muxed.
         video_path = stack.enter_context(_scratch_beside(target)) if with_audio else tmp
@@ -148,22 +145,14 @@ class _Held:
 
 class _FailClosedMasker:
     """Detection on every `detect_every`-th frame (and the last), TemporalMasker look-ahead,
-    then redaction (with the second look on detected frames when `second_look`), or mask_all
-    for frames without a trusted detection on both sides.
+    then redaction, or mask_all for frames without a trusted detection on both sides.
 
     Owned by the processing thread of redact_video."""
 
     def __init__(
-        self,
-        detector: Detector,
-        redactor: Redactor,
-        tracking: TrackingConfig,
-        source: Path,
-        *,
-        second_look: bool,
+        self, detector: Detector, redactor: Redactor, tracking: TrackingConfig, source: Path
     ) -> None:
         self._detector = detector
-        self._second_look = second_look
         self._redactor = redactor
         self._every = tracking.detect_every
         self._masker = TemporalMasker(tracking)
@@ -209,7 +198,7 @@ class _FailClosedMasker:
         if not held.fail:
             # The second look runs on the frames the detector ran on: on every frame it
             # would cost as much as detecting every frame, which detect_every avoids.
-            look_again = self._detector if held.detected and self._second_look else None
+            look_again = self._detector if held.detected else None
             try:
                 redacted = self._redactor.redact(frame, boxes, look_again=look_again)
             except Exception as error:  # the second look's detection failed: fail closed

@@ -26,7 +26,7 @@ from edge.detectors.centerface import CenterFaceConfig
 from edge.errors import DetectorError
 from edge.imagefiles import ImageJob, redact_image_file
 from edge.media import probe, read_frames
-from edge.redact import Redactor
+from edge.redact import RedactionConfig, Redactor
 from edge.types import Detections
 from edge.verify import split_masked
 from edge.videofiles import redact_video
@@ -565,6 +565,9 @@ def is_flat(image: np.ndarray) -> bool:
 
 
 EVERY_THIRD = TrackingConfig(detect_every=3, lookahead_frames=3)
+# FailingDetector counts every call; the redactor's second look after masking adds calls of
+# its own (tested below and, on an image, above).
+NO_SECOND_LOOK = Redactor(RedactionConfig(second_look_threshold=None))
 
 
 def test_video_detector_failure_masks_whole_frame_and_counts_it(
@@ -574,7 +577,9 @@ def test_video_detector_failure_masks_whole_frame_and_counts_it(
     write_clip(source, moving_face_frames(astronaut_bgr, 10))
     detector = FailingDetector(checker, fail_on={3, 7})
 
-    summary = redact_video(source, tmp_path / "out.mp4", detector, Redactor(), progress=False)
+    summary = redact_video(
+        source, tmp_path / "out.mp4", detector, NO_SECOND_LOOK, progress=False
+    )
 
     assert (summary.frames, summary.fully_masked) == (10, 2)
     decoded = [frame.image for frame in read_frames(tmp_path / "out.mp4")]
@@ -592,7 +597,8 @@ def test_video_skipping_detection_fails_closed_on_both_sides_of_a_failed_run(
     detector = FailingDetector(checker, fail_on={2})
 
     summary = redact_video(
-        source, tmp_path / "out.mp4", detector, Redactor(), tracking=EVERY_THIRD, progress=False
+        source, tmp_path / "out.mp4", detector, NO_SECOND_LOOK, tracking=EVERY_THIRD,
+        progress=False,
     )
 
     assert detector.calls == 4
@@ -606,7 +612,7 @@ def test_video_skipping_detection_fails_closed_on_both_sides_of_a_failed_run(
 
 
 @pytest.mark.parametrize("fail_on", [set(), {5}], ids=["succeeds", "fails"])
-def test_video_second_look_on_request_runs_on_detected_frames_and_fails_closed(
+def test_video_second_look_runs_on_detected_frames_and_fails_closed(
     tmp_path: Path, astronaut_bgr: np.ndarray, checker: Detector, fail_on: set[int]
 ) -> None:
     source = tmp_path / "in.mp4"
@@ -621,7 +627,6 @@ def test_video_second_look_on_request_runs_on_detected_frames_and_fails_closed(
         detector,
         Redactor(),
         tracking=EVERY_THIRD,
-        second_look=True,
         progress=False,
     )
 
@@ -633,18 +638,23 @@ def test_video_second_look_on_request_runs_on_detected_frames_and_fails_closed(
 
 
 @pytest.mark.parametrize(
-    ("flags", "expected"),
+    ("flags", "expected", "second_look_threshold"),
     [
-        ([], VideoConfig(detect_every=2, lookahead_frames=4)),
+        ([], VideoConfig(detect_every=2, lookahead_frames=4), None),
         (
             ["--second-look", "--detect-every", "3"],
             VideoConfig(detect_every=3, lookahead_frames=4, second_look=True),
+            RedactionConfig().second_look_threshold,
         ),
     ],
     ids=["config", "flags"],
 )
 def test_video_flags_override_the_config_video_section(
-    tmp_path: Path, astronaut_bgr: np.ndarray, flags: list[str], expected: VideoConfig
+    tmp_path: Path,
+    astronaut_bgr: np.ndarray,
+    flags: list[str],
+    expected: VideoConfig,
+    second_look_threshold: float | None,
 ) -> None:
     source = tmp_path / "in.mp4"
     write_clip(source, moving_face_frames(astronaut_bgr, 2))
@@ -655,7 +665,11 @@ def test_video_flags_override_the_config_video_section(
         + flags
     )
 
-    assert cli._video_config(args, cli._config(args)).video == expected
+    config = cli._video_config(args, cli._config(args))
+
+    assert config.video == expected
+    # The redactor `edgeblur video` builds from this config looks again only when asked.
+    assert config.redaction.second_look_threshold == second_look_threshold
 
 
 def test_video_second_look_without_its_threshold_is_a_config_error(
