@@ -21,6 +21,7 @@ from edge.tracking.tracker import (
     centre,
     coast_box,
     grow_box,
+    iou_matrix,
 )
 from edge.types import Detections, Frame
 
@@ -52,10 +53,12 @@ class TemporalMasker:
       (missed detections and frames the detector skipped), grown slightly with distance.
       Both detections must belong to one track, i.e. be at most hold_s (plus one detector
       run) apart; longer gaps are covered from each side by the two rules around this one;
-    - if the face has no detection before it (it was first seen later), its first box
-      extended backwards in time (`coast_box` over a negative time gap, along the velocity
-      from its first two detections when both are in the window, else held and grown), so
-      a face entering at frame t is also masked in frames t-D .. t-1;
+    - if the face has no detection before it (it was first seen later), or the one before
+      does not overlap the one after (iou_match: the tracker may have linked two faces by
+      proximity), its next box extended backwards in time (`coast_box` over a negative
+      time gap, along the velocity from that detection and the one after it when both are
+      in the window, else held and grown), so a face entering at frame t is also masked in
+      frames t-D .. t-1;
     - (already in the tracker's output) the box of a face only seen before, held for hold_s.
     The output for a frame always contains the detector's own boxes for it: boxes are only
     ever added. `detections=None` means the detector did not run on the frame; at most D
@@ -149,14 +152,11 @@ class TemporalMasker:
             if before is not None:
                 boxes.append(_interpolate(before, after, entry.seq, t))
                 scores.append(min(before.score, after.score))
-            else:
-                velocity = np.zeros(2)
-                if following is not None and following.timestamp > after.timestamp:
-                    velocity = (centre(following.box) - centre(after.box)) / (
-                        following.timestamp - after.timestamp
-                    )
-                # A negative time gap: the box is extrapolated backwards along its velocity.
-                boxes.append(coast_box(after.box, velocity, t - after.timestamp))
+            # Two sightings that do not overlap may be two faces the tracker linked by
+            # proximity (a face appearing beside where another box was): the later one is
+            # then also masked as a face first seen at its sighting.
+            if before is None or _overlap(before.box, after.box) < self.config.iou_match:
+                boxes.append(_extended_back(after, following, t))
                 scores.append(after.score)
         if not boxes:
             return Detections.empty()
@@ -176,6 +176,22 @@ class TemporalMasker:
             del sightings[:keep_from]
             if track_id not in live and sightings[-1].seq <= seq:
                 del self._sightings[track_id]
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    return float(iou_matrix(a[None], b[None])[0, 0])
+
+
+def _extended_back(after: _Sighting, following: _Sighting | None, timestamp: float) -> np.ndarray:
+    """The box of a face first seen at `after`, extended back to `timestamp` (earlier):
+    along its velocity from `after` to `following` where there is one, else held and grown."""
+    velocity = np.zeros(2)
+    if following is not None and following.timestamp > after.timestamp:
+        velocity = (centre(following.box) - centre(after.box)) / (
+            following.timestamp - after.timestamp
+        )
+    # A negative time gap: the box is extrapolated backwards along its velocity.
+    return coast_box(after.box, velocity, timestamp - after.timestamp)
 
 
 def _interpolate(before: _Sighting, after: _Sighting, seq: int, timestamp: float) -> np.ndarray:
