@@ -200,8 +200,8 @@ def assess(
 
 def reference_detector(threshold: float, long_side: int | None, tiles: int) -> Detector:
     """CenterFace at `threshold` for faces of every size, no size limits, its default passes
-    (the frame and half of it), on frames scaled to a `long_side` (None: native size), each
-    pass in tiles x tiles tiles."""
+    (the frame and half of it) each in one piece, on frames scaled to a `long_side` (None:
+    native size), each pass in tiles x tiles tiles."""
     from edge.detectors.centerface import CenterFaceConfig
     from edge.detectors.registry import build_detector
     from edge.models import ModelStore
@@ -209,7 +209,11 @@ def reference_detector(threshold: float, long_side: int | None, tiles: int) -> D
     # One threshold for every face size: the service's lower bar for small faces would let
     # background false positives in, and an unmasked background box counts as a leak.
     config = CenterFaceConfig(
-        threshold=threshold, small_face_threshold=None, input_long_side=long_side, tiles=tiles
+        threshold=threshold,
+        small_face_threshold=None,
+        input_long_side=long_side,
+        tiles=tiles,
+        max_input_pixels=None,  # whole frames: no seams shared with the output it checks
     )
     return build_detector(config, ModelStore())
 

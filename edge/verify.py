@@ -177,10 +177,10 @@ def reference_config(
     threshold: float | None = None, detector_config: DetectorConfig | None = None
 ) -> DetectorConfig:
     """The detector settings an audit uses: `detector_config` (default CenterFace) at the
-    frame's full resolution with no face-size limits, its scales kept, and one `threshold` for
-    every face size, the lowest score the audit lists: by default the service's default
-    `threshold` for that detector (0.12 for CenterFace), as sensitive as the service for faces
-    it sees 64 px tall or more.
+    frame's full resolution, each pass in one piece, with no face-size limits, its scales
+    kept, and one `threshold` for every face size, the lowest score the audit lists: by
+    default the service's default `threshold` for that detector (0.12 for CenterFace), as
+    sensitive as the service for faces it sees 64 px tall or more.
 
     One threshold, not the service's size-dependent one: the service goes down to its
     `small_face_threshold` (0.05) for faces the network sees 16 px tall, where compression
@@ -205,6 +205,7 @@ def reference_config(
         min_face_px=0.0,
         max_face_px=None,
         input_long_side=None,
+        max_input_pixels=None,  # the whole frame: the audit must not share the service's seams
     )
     try:
         return TypeAdapter(DetectorConfig).validate_python(data)

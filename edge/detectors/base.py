@@ -14,6 +14,8 @@ from edge.types import Detections
 # moves, on a log scale, from `small_face_threshold` to `threshold`.
 SMALL_FACE_NET_PX = 16.0
 LARGE_FACE_NET_PX = 64.0
+# Bands narrower than this (e.g. 256 x 256) would be mostly overlap.
+MIN_INPUT_PIXELS = 65_536
 
 
 def threshold_field(default: float) -> Any:
@@ -100,6 +102,16 @@ class BaseDetectorConfig(BaseModel):
         le=0.5,
         description="Overlap of neighbouring tiles, as a fraction of the tile size; a face "
         "smaller than the overlap lies wholly inside at least one tile.",
+    )
+    max_input_pixels: int | None = Field(
+        None,
+        ge=MIN_INPUT_PIXELS,
+        description="Largest network input, in pixels. A larger pass is cut into horizontal "
+        "bands overlapping by twice the smallest face the next coarser pass in `scales` "
+        "keeps, so each face lies whole in a band or is large enough for that pass; the "
+        "coarsest pass is never cut. Bounds the detector's working memory, which grows with "
+        "its input, but each band sees less around its faces, which moves scores near the "
+        "threshold (docs/hardware.md, Memory). None = whole passes.",
     )
 
     @field_validator("scales")

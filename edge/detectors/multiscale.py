@@ -1,8 +1,9 @@
-"""What every backend shares around its network: input scaling, optional tiling, the
-size-dependent threshold, suppression of duplicate boxes and the face-size limits.
+"""What every backend shares around its network: input scaling, optional tiling, bands that
+bound the network's input size, the size-dependent threshold, suppression of duplicate boxes
+and the face-size limits.
 
 A backend supplies `infer(image) -> (xyxy, score)` for one network input; `run_passes` calls it
-once per scale and tile, maps the boxes back to source pixels and merges them.
+once per scale, tile and band, maps the boxes back to source pixels and merges them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ Infer = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 # finest pass sees the same face larger and judges it better, while a coarse pass adds only
 # false boxes at that size. Coarse passes are there for faces too large for the finest one.
 COARSE_PASS_MIN_NET_PX = 32.0
+
+# A pass cut into bands (max_input_pixels) overlaps them by this many times the smallest face
+# the next coarser pass keeps: a face either lies whole in one band or is found by that pass,
+# which is not cut. The margin keeps faces near that size, where the coarser pass is weakest,
+# whole in a band too.
+BAND_OVERLAP_FACES = 2.0
 
 
 def nms(xyxy: np.ndarray, score: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -49,6 +56,14 @@ def nms(xyxy: np.ndarray, score: np.ndarray, iou_threshold: float) -> np.ndarray
     return np.asarray(keep, dtype=np.int64)
 
 
+def _spread(length: int, size: int, count: int) -> list[int]:
+    """Starts of `count` windows of `size` pixels spread evenly from 0 to `length` - `size`."""
+    if count == 1:
+        return [0]
+    last = length - size
+    return sorted({round(i * last / (count - 1)) for i in range(count)})
+
+
 def tile_origins(length: int, tiles: int, overlap: float) -> tuple[int, list[int]]:
     """Split `length` pixels into `tiles` windows overlapping by `overlap` of a window.
 
@@ -57,8 +72,24 @@ def tile_origins(length: int, tiles: int, overlap: float) -> tuple[int, list[int
     if tiles == 1:
         return length, [0]
     size = min(length, math.ceil(length / (tiles - (tiles - 1) * overlap)))
-    last = length - size
-    return size, sorted({round(i * last / (tiles - 1)) for i in range(tiles)})
+    return size, _spread(length, size, tiles)
+
+
+def band_origins(height: int, width: int, max_pixels: int, overlap: int) -> tuple[int, list[int]]:
+    """Split `height` rows of a `width`-wide input into horizontal bands of at most
+    `max_pixels` pixels (of at most 2 x `overlap` rows where that limit allows fewer), each
+    overlapping the next by at least `overlap` rows (overlap >= 1).
+
+    Returns (band height, start row of each band); the bands cover [0, height) exactly.
+    """
+    rows = max(max_pixels // width, 2 * overlap)
+    if rows >= height:
+        return height, [0]
+    count = math.ceil((height - overlap) / (rows - overlap))
+    # count * size >= height + (count - 1) * overlap: evenly spread starts, rounded, are then
+    # at most size - overlap apart.
+    size = math.ceil((height + (count - 1) * overlap) / count)
+    return size, _spread(height, size, count)
 
 
 def run_passes(
@@ -93,6 +124,7 @@ def _run_passes(image: np.ndarray, config: BaseDetectorConfig, infer: Infer) -> 
     parts: list[Detections] = []
     finest = max(config.scales)
     for scale in config.scales:
+        coarser = [other for other in config.scales if other < scale]
         net_w = max(1, round(width * base * scale))
         net_h = max(1, round(height * base * scale))
         if (net_w, net_h) == (width, height):
@@ -108,9 +140,19 @@ def _run_passes(image: np.ndarray, config: BaseDetectorConfig, infer: Infer) -> 
         to_source = np.array([width / net_w, height / net_h] * 2, np.float32)
         tile_w, xs = tile_origins(net_w, config.tiles, config.tile_overlap)
         tile_h, ys = tile_origins(net_h, config.tiles, config.tile_overlap)
-        for y0 in ys:
+        if coarser and config.max_input_pixels is not None:
+            smallest_coarse_face = COARSE_PASS_MIN_NET_PX * scale / max(coarser)
+            band_h, band_ys = band_origins(
+                tile_h,
+                tile_w,
+                config.max_input_pixels,
+                math.ceil(BAND_OVERLAP_FACES * smallest_coarse_face),
+            )
+        else:
+            band_h, band_ys = tile_h, [0]
+        for y0 in [tile_y + band_y for tile_y in ys for band_y in band_ys]:
             for x0 in xs:
-                tile = resized[y0 : y0 + tile_h, x0 : x0 + tile_w]
+                tile = resized[y0 : y0 + band_h, x0 : x0 + tile_w]
                 xyxy, score = infer(np.ascontiguousarray(tile))
                 xyxy = np.asarray(xyxy, np.float32).reshape(-1, 4)
                 score = np.asarray(score, np.float32).reshape(-1)

@@ -24,7 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 from edge.detectors.base import Detector
 from edge.detectors.blazeface import BlazeFaceConfig
 from edge.detectors.centerface import CenterFaceConfig
-from edge.detectors.multiscale import nms, run_passes, tile_origins
+from edge.detectors.multiscale import band_origins, nms, run_passes, tile_origins
 from edge.detectors.registry import DetectorConfig, build_detector
 from edge.detectors.yunet import YuNetConfig
 from edge.errors import DetectorError, ModelError
@@ -124,7 +124,12 @@ def test_boxes_are_in_source_pixels_whatever_the_input_size(
     backend: str, astronaut_bgr: np.ndarray, model_store: ModelStore, request: pytest.FixtureRequest
 ) -> None:
     big = cv2.resize(astronaut_bgr, (1024, 1024))
-    for settings in ({"input_long_side": 384}, {"tiles": 2}, {"scales": [1.0, 0.75]}):
+    for settings in (
+        {"input_long_side": 384},
+        {"tiles": 2},
+        {"scales": [1.0, 0.75]},
+        {"max_input_pixels": 300_000},  # six bands on the two-pass backends
+    ):
         detector = make_detector(backend, model_store, request, **settings)
         found = detector.detect(big)
         assert best_iou(found.xyxy, ASTRONAUT_FACE * 2) > 0.6, (settings, found.xyxy)
@@ -223,6 +228,7 @@ def test_masked_face_is_no_longer_a_face_and_the_rest_is_untouched(
         ({"type": "centerface", "scales": [0.0]}, "between 0.05 and 4"),
         ({"type": "centerface", "input_long_side": 8}, "greater than or equal to 32"),
         ({"type": "centerface", "tiles": 0}, "greater than or equal to 1"),
+        ({"type": "centerface", "max_input_pixels": 1000}, "greater than or equal to 65536"),
         ({"type": "centerface", "nms_iou": 0}, "greater than 0"),
         ({"type": "centerface", "min_face_px": 40, "max_face_px": 20}, "must be larger than"),
         ({"type": "blazeface", "range": "medium"}, "'full' or 'short'"),
@@ -375,6 +381,55 @@ def test_tiles_cover_the_image_and_overlap(length: int, tiles: int, overlap: flo
     if tiles > 1 and length >= 100:
         assert len(starts) == tiles
         assert starts[1] - starts[0] <= size * (1 - overlap) + 1
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "max_pixels", "overlap", "bands"),
+    [
+        (720, 1280, 1_200_000, 128, 1),
+        (1080, 1920, 1_200_000, 128, 2),
+        (1080, 1920, 900_000, 128, 3),
+        (3000, 4000, 1_200_000, 128, 17),
+        (2000, 8000, 65_536, 64, 31),  # the limit allows 8 rows: bands keep 2 x overlap
+    ],
+)
+def test_bands_cover_the_input_overlap_and_keep_under_the_limit(
+    height: int, width: int, max_pixels: int, overlap: int, bands: int
+) -> None:
+    size, starts = band_origins(height, width, max_pixels, overlap)
+    assert len(starts) == bands
+    assert starts[0] == 0 and starts[-1] + size == height
+    assert size * width <= max(max_pixels, 2 * overlap * width)
+    assert all(size - (b - a) >= overlap for a, b in zip(starts, starts[1:], strict=False))
+
+
+def test_faces_across_band_seams_are_found_whole(
+    astronaut_bgr: np.ndarray, model_store: ModelStore, request: pytest.FixtureRequest
+) -> None:
+    """A 1080p frame with max_input_pixels 1.2 million is searched in two bands overlapping by
+    128 rows. Faces 48 px tall, too small for the half-size pass (it keeps faces from 64 px),
+    placed every 12 rows from above the overlap to below it, must each be found with its
+    whole box. Bands meeting without overlap (at row 540) cut the faces there into boxes of
+    IoU 0.5-0.7."""
+    detector = make_detector("centerface", model_store, request, max_input_pixels=1_200_000)
+    size, starts = band_origins(1080, 1920, 1_200_000, 128)
+    assert len(starts) == 2, "the frame must be cut for this test to mean anything"
+    scale = 48 / (ASTRONAUT_FACE[3] - ASTRONAUT_FACE[1])
+    small = cv2.resize(astronaut_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    left = round(130 * scale)
+    head = small[: round(240 * scale), left : round(310 * scale)]
+    face_in_head = ASTRONAUT_FACE * scale - np.array([left, 0] * 2, np.float32)
+    canvas = np.full((1080, 1920, 3), 200, np.uint8)
+    expected = []
+    for k, centre_y in enumerate(range(starts[1] - 12, size + 13, 12)):
+        x = 10 + 135 * k
+        y = round(centre_y - (face_in_head[1] + face_in_head[3]) / 2)
+        canvas[y : y + head.shape[0], x : x + head.shape[1]] = head
+        expected.append(face_in_head + np.array([x, y] * 2, np.float32))
+    assert len(expected) == 13 and x + head.shape[1] <= 1920
+    found = detector.detect(canvas)
+    for box in expected:
+        assert best_iou(found.xyxy, box) > 0.75, (box, found.xyxy)
 
 
 def test_threshold_moves_from_small_to_large_faces() -> None:

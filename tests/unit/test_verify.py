@@ -329,7 +329,12 @@ def test_a_face_threshold_under_the_review_threshold_still_searches_down_to_it(c
 
 def test_reference_config_is_the_service_threshold_for_every_face_size() -> None:
     service = CenterFaceConfig(
-        threshold=0.3, min_face_px=20, max_face_px=200, input_long_side=640, scales=[1.0]
+        threshold=0.3,
+        min_face_px=20,
+        max_face_px=200,
+        input_long_side=640,
+        scales=[1.0],
+        max_input_pixels=1_200_000,
     )
     config = reference_config(None, service)
     # The service's default, not this camera's tuning; one value for every face size. 0.12 is
@@ -343,6 +348,7 @@ def test_reference_config_is_the_service_threshold_for_every_face_size() -> None
     assert (config.thresholds_for(heights)[~large] > default.thresholds_for(heights)[~large]).all()
     assert config.min_face_px == 0 and config.max_face_px is None
     assert config.input_long_side is None  # full resolution
+    assert config.max_input_pixels is None  # whole passes, not the service's bands
     assert config.scales == service.scales
     assert reference_config(0.05).threshold == 0.05
 
