@@ -3,11 +3,13 @@ camera, with look-ahead off and on.
 
     .venv/bin/python bench/latency.py [--seconds S] [--lookahead D]
                                       [--resolution WxH ...] [--fps F] [--no-recording]
+                                      [--config FILE]
 
 The camera is the built-in demo source paced in real time (realtime: true): its frames carry
 their capture time on the monotonic clock (when each frame is due), so latency is simply the
 delivery time minus the frame's timestamp. The pipeline runs at its defaults (CenterFace,
-noise fill, recording to a temporary folder) with one camera.
+noise fill, recording to a temporary folder) with one camera, or with the detector and
+redaction sections of an edgeblur config given with --config.
 
 Delivery is observed at the snapshot sink, which the pipeline hands every delivered frame
 right after the recorder (see `_observe_deliveries`). After the first delivered frame (model
@@ -33,7 +35,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -107,11 +109,14 @@ def _observe_deliveries(worker: CameraWorker, log: DeliveryLog) -> None:
 
 
 def bench_config(
-    width: int, height: int, fps: float, lookahead: int, data_dir: Path, record: bool
+    width: int, height: int, fps: float, lookahead: int, data_dir: Path, record: bool,
+    sections: dict[str, Any],
 ) -> EdgeblurConfig:
+    """One demo camera; `sections` (detector, redaction) replace the defaults."""
     from edge.config import EdgeblurConfig
 
     return EdgeblurConfig.model_validate({
+        **sections,
         "tracking": {"lookahead_frames": lookahead},
         "storage": {"data_dir": str(data_dir)},
         "cameras": [{
@@ -123,14 +128,31 @@ def bench_config(
     })
 
 
+def sections_of(path: Path) -> dict[str, Any]:
+    """The detector and redaction sections of the edgeblur config at `path`, validated.
+    Exits with the config error if it is not valid."""
+    from edge.configfile import load_config
+    from edge.errors import ConfigError
+
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        sys.exit(f"error: {error}")
+    return {
+        "detector": config.detector.model_dump(mode="json"),
+        "redaction": config.redaction.model_dump(mode="json"),
+    }
+
+
 def measure(
     width: int, height: int, fps: float, lookahead: int, seconds: float, warmup_s: float,
-    record: bool,
+    record: bool, sections: dict[str, Any],
 ) -> LatencyResult:
     from edge.pipeline import Pipeline
 
     with tempfile.TemporaryDirectory(prefix="edgeblur-latency-") as data_dir:
-        pipeline = Pipeline(bench_config(width, height, fps, lookahead, Path(data_dir), record))
+        config = bench_config(width, height, fps, lookahead, Path(data_dir), record, sections)
+        pipeline = Pipeline(config)
         deliveries = DeliveryLog()
         pipeline.start()
         try:
@@ -215,10 +237,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds after the first delivered frame before measuring")
     parser.add_argument("--no-recording", action="store_true",
                         help="do not record segments (the default records, as serve does)")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="use this edgeblur config's detector and redaction sections")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.lookahead < 1:
         parser.error("--seconds must be > 0 and --lookahead at least 1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sections = {} if args.config is None else sections_of(args.config)
 
     results = []
     for width, height in args.resolution:
@@ -227,9 +252,10 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr, flush=True)
             results.append(in_fresh_process(
                 measure, width, height, args.fps, lookahead, args.seconds, args.warmup,
-                not args.no_recording,
+                not args.no_recording, sections,
             ))
-    print(f"\ndemo camera at {args.fps:g} fps (real time), default pipeline settings, "
+    settings = f"detector and redaction of {args.config}" if args.config else "default settings"
+    print(f"\ndemo camera at {args.fps:g} fps (real time), {settings}, "
           f"recording {'off' if args.no_recording else 'on'}; {args.seconds:g} s per run "
           "after warm-up; latency = delivery to the sinks minus capture time. Look-ahead "
           "holds that many frames of the processed stream: it adds look-ahead / delivered fps "

@@ -141,6 +141,23 @@ def test_latency_reports_each_run_from_a_process_of_its_own(
         assert withheld == "0" and float(peak_rss_mib) > 150
 
 
+def test_latency_runs_the_detector_and_redaction_of_a_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "camera.yaml"
+    config.write_text(
+        "detector: {type: centerface, max_input_pixels: 1200000}\n"
+        "redaction: {method: solid}\n"
+        "cameras: [{id: door, source: {type: rtsp, url: 'rtsp://127.0.0.1:1/x'}}]\n"
+    )
+    sections = latency.sections_of(config)
+    bench = latency.bench_config(320, 240, 25.0, 2, tmp_path, False, sections)
+    assert bench.detector.max_input_pixels == 1_200_000 and bench.redaction.method == "solid"
+    assert [camera.id for camera in bench.cameras] == [latency.CAMERA_ID]  # not the file's
+    assert bench.tracking.lookahead_frames == 2
+    config.write_text("detector: {type: centerface, max_input_pixels: 10}\n")
+    with pytest.raises(SystemExit, match="max_input_pixels"):
+        latency.sections_of(config)
+
+
 def test_work_in_a_fresh_process_stays_out_of_the_next_childs_peak_memory(
     tmp_path: Path,
 ) -> None:
