@@ -77,6 +77,22 @@ def test_h264_writer_round_trip_keeps_count_timing_and_rounds_odd_sizes_down(
         assert container.streams.video[0].codec_context.name == "h264"
 
 
+def test_h264_writer_keeps_colours_and_their_range(tmp_path: Path) -> None:
+    """Black, white, blue, green and red come back within 8 levels: the conversion to the
+    encoder's YUV keeps the channel order (swapped, red and blue trade places) and range."""
+    colours = [(0, 0, 0), (255, 255, 255), (255, 0, 0), (0, 255, 0), (0, 0, 255)]  # BGR
+    image = np.concatenate([np.full((64, 32, 3), colour, np.uint8) for colour in colours], axis=1)
+    redactor = Redactor()
+    path = tmp_path / "colours.mp4"
+    with H264Writer(path, image.shape[1], image.shape[0], 10) as writer:
+        for index in range(3):
+            writer.write(redactor.redact(Frame(image, index, index / 10), Detections.empty()))
+    decoded = list(read_frames(path))[-1].image
+    for k, colour in enumerate(colours):
+        patch = decoded[8:56, 32 * k + 8 : 32 * k + 24].reshape(-1, 3).mean(axis=0)
+        np.testing.assert_allclose(patch, colour, atol=8, err_msg=f"colour {colour}")
+
+
 @pytest.mark.parametrize("content", [b"", b"not a video at all" * 100])
 def test_probe_and_read_frames_name_the_bad_file(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "bad.mp4"
