@@ -124,7 +124,7 @@ def _run_passes(image: np.ndarray, config: BaseDetectorConfig, infer: Infer) -> 
     parts: list[Detections] = []
     finest = max(config.scales)
     for scale in config.scales:
-        coarser = [other for other in config.scales if other < scale]
+        next_coarser = max((other for other in config.scales if other < scale), default=None)
         net_w = max(1, round(width * base * scale))
         net_h = max(1, round(height * base * scale))
         if (net_w, net_h) == (width, height):
@@ -140,8 +140,8 @@ def _run_passes(image: np.ndarray, config: BaseDetectorConfig, infer: Infer) -> 
         to_source = np.array([width / net_w, height / net_h] * 2, np.float32)
         tile_w, xs = tile_origins(net_w, config.tiles, config.tile_overlap)
         tile_h, ys = tile_origins(net_h, config.tiles, config.tile_overlap)
-        if coarser and config.max_input_pixels is not None:
-            smallest_coarse_face = COARSE_PASS_MIN_NET_PX * scale / max(coarser)
+        if next_coarser is not None and config.max_input_pixels is not None:
+            smallest_coarse_face = COARSE_PASS_MIN_NET_PX * scale / next_coarser
             band_h, band_ys = band_origins(
                 tile_h,
                 tile_w,
