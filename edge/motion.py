@@ -8,12 +8,30 @@ mapped back to source pixels, rounded outwards.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import cv2
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
-from edge.config import MotionConfig
 from edge.types import Detections
+
+
+class MotionConfig(BaseModel):
+    """Motion privacy mode: mask every moving region, no model needed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["off", "only", "extra"] = Field(
+        "off",
+        description="off; only: motion masks replace face detection (overhead cameras, tiny "
+        "faces); extra: motion masks are added to face masks.",
+    )
+    min_area_px: int = Field(
+        64, ge=1, description="Ignore moving blobs smaller than this many pixels."
+    )
+    history: int = Field(200, ge=10, le=5000, description="Background model length in frames.")
+
 
 # Isolated noise pixels are opened away (blobs under ~3 work pixels across, i.e. 3 x the
 # downscale factor in source pixels: far too small to identify anyone). Moving parts of one

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from edge.config import TrackingConfig
+from edge.tracking.settings import TrackingConfig
 from edge.types import Detections
 
 # A coasting box grows on every side by this fraction of its size per second since its last
