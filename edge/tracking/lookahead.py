@@ -1,9 +1,11 @@
 """Look-ahead temporal masking: hold frames back a little so a face seen LATER is also masked
 in the frames before it, and frames the detector skipped or missed a face in are filled in.
 
-Memory: at most `lookahead_frames + 1` raw frames are held (lookahead_frames between calls, one
-more while `push` resolves), i.e. (D + 1) x H x W x 3 bytes, e.g. 6.2 MB per 1080p frame. Per
-face, at most D + 2 boxes of history are kept. Raw frames stay in memory only.
+Memory: a frame is held until `lookahead_frames` newer frames have arrived and a detector run
+on it or on a later frame has come in, so the frames held are D or the detection gap, whichever
+is larger (each H x W x 3 bytes, 6.2 MB a 1080p frame). The engine bounds the gap: a camera
+frame not covered within its latency budget is released fail-closed. Raw frames stay in memory
+only.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.config import TrackingConfig
+from edge.tracking.settings import TrackingConfig
 from edge.tracking.tracker import (
     COAST_GROWTH_PER_S,
     MAX_COAST_GROWTH,
@@ -61,8 +63,11 @@ class TemporalMasker:
       frames t-D .. t-1;
     - (already in the tracker's output) the box of a face only seen before, held for hold_s.
     The output for a frame always contains the detector's own boxes for it: boxes are only
-    ever added. `detections=None` means the detector did not run on the frame; at most D
-    such frames may come in a row, so every frame has a detector run within D frames after it.
+    ever added. `detections=None` means the detector did not run on the frame. A frame is
+    released once D newer frames have arrived AND a detection on it or a later frame has come
+    in ("covered"), so every released frame lies between two detector runs whatever the
+    detection schedule; `flush` and `release_oldest` release frames without that guarantee,
+    for the caller to treat as unchecked.
 
     Not thread-safe: one instance belongs to one camera's pipeline thread.
     """
@@ -76,7 +81,7 @@ class TemporalMasker:
         self._pending: deque[_Pending] = deque()
         self._sightings: dict[int, list[_Sighting]] = {}  # per track id, oldest first
         self._seq = 0
-        self._undetected_run = 0
+        self._last_detected_seq = -1  # seq of the newest frame pushed with detections
 
     @property
     def delay_frames(self) -> int:
@@ -85,26 +90,16 @@ class TemporalMasker:
 
     @property
     def buffered(self) -> int:
-        """Frames held now (at most delay_frames between calls)."""
+        """Frames held now."""
         return len(self._pending)
 
     def push(self, frame: Frame, detections: Detections | None) -> list[tuple[Frame, Detections]]:
-        """Add the next frame; return the frames now ready to redact (0 or 1), oldest first.
-
-        Raises ValueError if more than delay_frames frames in a row come without detections:
-        the oldest of them could then hold a face nobody looked for.
-        """
+        """Add the next frame; return the frames now ready to redact, oldest first: those with
+        delay_frames newer frames behind them and a detection at or after them."""
         if detections is None:
-            if self._undetected_run + 1 > self.delay_frames:
-                raise ValueError(
-                    f"{self._undetected_run + 1} frames in a row without detection, but "
-                    f"lookahead_frames={self.delay_frames}: run the detector at least every "
-                    f"{self.delay_frames + 1} frames"
-                )
-            self._undetected_run += 1
             online = self._tracker.coasting(frame.timestamp)
         else:
-            self._undetected_run = 0
+            self._last_detected_seq = self._seq
             online, ids = self._tracker.update_with_ids(detections, frame.timestamp)
             for track_id, box, score in zip(ids, detections.xyxy, detections.score, strict=True):
                 self._sightings.setdefault(track_id, []).append(
@@ -113,9 +108,17 @@ class TemporalMasker:
         self._pending.append(_Pending(frame, self._seq, online))
         self._seq += 1
         released = []
-        while len(self._pending) > self.delay_frames:
+        while (
+            len(self._pending) > self.delay_frames
+            and self._pending[0].seq <= self._last_detected_seq
+        ):
             released.append(self._release())
         return released
+
+    def release_oldest(self) -> tuple[Frame, Detections] | None:
+        """Release the oldest held frame now, covered or not (None when nothing is held): for
+        a frame whose time is up. The caller must not trust it as checked."""
+        return self._release() if self._pending else None
 
     def flush(self) -> list[tuple[Frame, Detections]]:
         """End of stream: release every held frame, resolved with what is known, and start

@@ -222,8 +222,19 @@ def test_no_lookahead_returns_each_frame_at_once_with_tracker_output() -> None:
         assert out_frame.index == i
         assert np.array_equal(boxes.xyxy, tracker.update(d, i / FPS).xyxy)
     assert masker.flush() == []
-    with pytest.raises(ValueError, match="without detection"):
-        masker.push(frame(3), None)
+
+
+def test_a_frame_without_detection_waits_for_one_on_a_later_frame() -> None:
+    """Whatever the look-ahead, a frame the detector skipped is held until a detection on a
+    later frame has come in, so it lies between two detector runs (the camera engine's
+    schedule leaves gaps of any length)."""
+    masker = TemporalMasker(TrackingConfig(lookahead_frames=0))
+    assert [f.index for f, _ in masker.push(frame(0), dets())] == [0]
+    for i in range(1, 6):
+        assert masker.push(frame(i), None) == []
+    assert masker.buffered == 5
+    released = masker.push(frame(6), dets())
+    assert [f.index for f, _ in released] == [1, 2, 3, 4, 5, 6]
 
 
 @pytest.mark.parametrize(("missed", "lookahead"), [(1, 1), (1, 3), (2, 2), (2, 5)])
@@ -329,17 +340,15 @@ def test_every_frame_comes_out_once_in_order_and_the_buffer_stays_bounded(lookah
     assert all(a is b for a, b in zip(out, frames, strict=True))
 
 
-def test_too_many_frames_without_detection_are_refused_and_nothing_is_lost() -> None:
-    masker = TemporalMasker(TrackingConfig(lookahead_frames=2, detect_every=3))
-    masker.push(frame(0), dets())
-    masker.push(frame(1), None)
-    masker.push(frame(2), None)
-    before = masker.buffered
-    with pytest.raises(ValueError, match="lookahead_frames=2"):
-        masker.push(frame(3), None)
-    assert masker.buffered == before
+def test_release_oldest_lets_a_frame_go_uncovered_and_keeps_the_order() -> None:
+    masker = TemporalMasker(TrackingConfig(lookahead_frames=2))
+    assert masker.push(frame(0), dets()) + masker.push(frame(1), None) == []
+    assert [f.index for f, _ in masker.push(frame(2), None)] == [0]
+    forced = masker.release_oldest()  # frame 1: no detection after it yet
+    assert forced is not None and forced[0].index == 1
     released = masker.push(frame(3), dets()) + masker.flush()
-    assert [f.index for f, _ in released] == [1, 2, 3]
+    assert [f.index for f, _ in released] == [2, 3]
+    assert masker.release_oldest() is None
 
 
 def test_flush_starts_a_new_stream() -> None:
