@@ -28,6 +28,8 @@ class CameraStatus:
     frames_out: int
     frames_withheld: int
     faces_redacted: int
+    detections_per_s: float = 0.0  # detector runs on this camera's frames, recent average
+    frames_dropped: int = 0  # frames dropped at ingest to keep the rate the box can check
 
 
 class Control(Protocol):

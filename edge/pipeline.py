@@ -1,16 +1,16 @@
-"""The camera pipeline behind `edgeblur serve`: one CameraWorker per enabled camera, wired
+"""The camera service's cameras: one CameraWorker per enabled camera, each running its
+source into the one engine (edge.engine) that `edgeblur video` uses too:
 
-    source -> [ingest thread] -> mailbox (newest frame) -> [processing thread]:
-        detect -> TemporalMasker -> redact / fail closed -> sinks (recording, snapshot, preview)
+    source -> [ingest thread] -> FrameEngine (detection schedule, look-ahead, redaction,
+        fail closed) -> one bounded queue and thread per sink (recording, snapshot, preview)
 
-Frames flow one way. Raw `Frame`s live only in memory (the mailbox, the look-ahead buffer);
-the sinks are handed `RedactedFrame`s only, which only `edge.redact` can make.
+and one detector for the whole box (edge.detectors.shared), shared fairly by every camera.
 
-Fail closed: a frame whose detection raised, took longer than the camera's latency budget, or
-could not run because the model is missing, is withheld or fully masked (`fail_policy`),
-never passed on raw. So is every frame the detector skipped (`detect_every` > 1) unless the
-detections on both sides of it succeeded. Each such frame is counted in the metrics, and
-logged once per episode (when it starts and when it ends, with the count), not per frame.
+Frames flow one way. Raw `Frame`s live only in memory (the engine's look-ahead); the sinks
+are handed `RedactedFrame`s only, which only `edge.redact` can make. A camera drops frames at
+ingest only (counted), to keep the rate the box can check in time; a frame the engine has
+accepted is delivered redacted, or failed closed: withheld or fully masked (`fail_policy`),
+counted by reason and logged once per episode (when it starts and ends, with the count).
 
 `Pipeline` implements `edge.control.Control`, the only thing the service sees.
 """
@@ -22,100 +22,45 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from edge.config import CameraConfig, EdgeblurConfig
 from edge.control import CameraStatus
-from edge.detectors.base import Detector
-from edge.detectors.registry import DetectorConfig, build_detector
+from edge.detectors.registry import build_detector
+from edge.detectors.shared import DetectionResult, DetectionSeat, DetectorFactory, SharedDetector
+from edge.engine import (
+    FrameEngine,
+    FrameProcessor,
+    Output,
+    Released,
+    StreamSettings,
+    second_look,
+)
 from edge.errors import SinkError, SourceError
 from edge.metrics import CameraMetrics, PipelineMetrics
 from edge.models import ModelStore
 from edge.motion import MotionMasker
 from edge.redact import Redactor
+from edge.sinks.base import Sink
 from edge.sinks.preview import PreviewSink
 from edge.sinks.retention import Retention
 from edge.sinks.segments import SegmentRecorder
 from edge.sinks.snapshot import SnapshotSink
 from edge.sources.base import Source
 from edge.sources.registry import build_source
-from edge.tracking.lookahead import TemporalMasker
-from edge.types import Detections, Frame, RedactedFrame
+from edge.types import Frame, RedactedFrame
 
 log = logging.getLogger(__name__)
 
-DetectorFactory = Callable[[DetectorConfig, ModelStore], Detector]
-
-DEFAULT_FPS = 15.0  # when a source cannot say its frame rate (recording pts, readiness window)
+DEFAULT_FPS = 15.0  # when a source cannot say its frame rate (recording rate, readiness window)
 READY_MIN_WINDOW_S = 2.0  # ready needs a redacted frame within max(this, 3 frame intervals)
 FPS_WINDOW_S = 5.0  # fps is averaged over this many seconds of delivered frames
-MODEL_RETRY_S = 30.0  # a missing model is looked for again this often (after `models fetch`)
 RETENTION_EVERY_S = 60.0  # retention also runs on this period, besides after each segment
 PREVIEW_MAX_FPS = 5.0  # the live preview is for a human glancing at it
 STOP_JOIN_S = 20.0  # longer than any source's read timeout, so threads end on their own
-MAILBOX_POLL_S = 0.25
-
-
-class FrameMailbox:
-    """Hands raw frames from the ingest thread to the processing thread, holding at most one.
-
-    Live sources (`block_when_full=False`): a new frame replaces one not yet taken, which is
-    counted as dropped, so processing always gets the newest frame and latency stays bounded.
-    Sources read as fast as possible (`block_when_full=True`): put() waits for the slot, so
-    every frame is processed. close() wakes both sides; get() drains the last frame first.
-    """
-
-    def __init__(self, *, block_when_full: bool) -> None:
-        self._block = block_when_full
-        self._frame: Frame | None = None
-        self._closed = False
-        self._cond = threading.Condition()
-
-    def put(self, frame: Frame) -> int:
-        """Offer a frame; return how many frames were dropped to make room (0 or 1)."""
-        with self._cond:
-            if self._block:
-                while self._frame is not None and not self._closed:
-                    self._cond.wait()
-            if self._closed:
-                return 0
-            dropped = 1 if self._frame is not None else 0
-            self._frame = frame
-            self._cond.notify_all()
-            return dropped
-
-    def get(self, timeout: float) -> Frame | None:
-        """The waiting frame, or None after `timeout` seconds or once closed and empty."""
-        with self._cond:
-            if self._frame is None and not self._closed:
-                self._cond.wait(timeout)
-            frame, self._frame = self._frame, None
-            self._cond.notify_all()
-            return frame
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    @property
-    def drained(self) -> bool:
-        """Closed and nothing left to take: the processing thread can finish."""
-        with self._cond:
-            return self._closed and self._frame is None
-
-
-@dataclass(slots=True)
-class _Held:
-    """A raw frame the processing thread holds until the TemporalMasker releases it."""
-
-    frame: Frame
-    motion: Detections  # motion-mode boxes for this frame (empty when motion is off)
-    fail: str = ""  # a FAIL_REASONS entry: this frame must be withheld or fully masked
-    awaiting_detection: bool = False  # skipped by detect_every, its next detection not yet run
+RECORDING_QUEUE = 8  # frames waiting for the encoder before the corridor waits for it
 
 
 class _Episode:
@@ -152,12 +97,35 @@ class _Episode:
         self.count = 0
 
 
-class CameraWorker:
-    """Runs one camera: an ingest thread (source -> mailbox) and a processing thread
-    (mailbox -> detector -> masker -> redactor -> sinks). Built and started by `Pipeline`.
+class _Recording(Sink):
+    """The camera's SegmentRecorder, made on the first frame, when the source has said its
+    frame rate (the encoder's nominal rate; timestamps come from capture times)."""
 
-    The ingest thread owns the Source; the processing thread owns the detector, the masker,
-    the motion masker and the sinks' write(). status() and the sinks' readers (snapshot,
+    def __init__(self, worker: CameraWorker) -> None:
+        self._worker = worker
+        self.recorder: SegmentRecorder | None = None
+
+    def _write(self, frame: RedactedFrame) -> None:
+        if self.recorder is None:
+            worker = self._worker
+            self.recorder = SegmentRecorder(
+                worker.recordings_dir, worker.id, worker.camera.recording.segment_s,
+                worker.fps_hint or DEFAULT_FPS, worker.retention,
+            )
+            self.recorder.start()
+        self.recorder.write(frame)
+
+    def stop(self) -> None:
+        if self.recorder is not None:
+            self.recorder.stop()
+
+
+class CameraWorker:
+    """Runs one camera: an ingest thread (source -> engine) and the camera's FrameEngine.
+    Built and started by `Pipeline`.
+
+    The ingest thread owns the Source; the engine's thread owns the schedule, the masker and
+    the redaction; each sink has its own thread. status() and the sinks' readers (snapshot,
     preview) may be called from any thread.
     """
 
@@ -166,42 +134,60 @@ class CameraWorker:
         camera: CameraConfig,
         config: EdgeblurConfig,
         *,
-        store: ModelStore,
+        detector: SharedDetector,
         metrics: CameraMetrics,
         retention: Retention,
-        detector_factory: DetectorFactory,
     ) -> None:
         self.camera = camera
         self.id = camera.id
         self._detector_config = config.detector_for(camera)
-        self._tracking = config.tracking
-        self._recordings_dir = config.storage.data_dir / "recordings"
-        self._store = store
+        self.recordings_dir = config.storage.data_dir / "recordings"
+        self.retention = retention
         self._metrics = metrics
-        self._retention = retention
-        self._detector_factory = detector_factory
-        self._redactor = Redactor(config.redaction)
         self._motion_only = camera.motion.mode == "only"
-        # Sources not paced in real time (files, demo with realtime: false) are read for
-        # every frame, so the mailbox makes them wait instead of dropping.
-        self._mailbox = FrameMailbox(block_when_full=not getattr(camera.source, "realtime", True))
         self._stop = threading.Event()
         self.snapshot = SnapshotSink()
         self.preview = PreviewSink(PREVIEW_MAX_FPS)
-        self._recorder: SegmentRecorder | None = None
-        self._threads: list[threading.Thread] = []
+        self._recording = _Recording(self) if camera.recording.enabled else None
+        self.fps_hint: float | None = None
+        redactor = Redactor(config.redaction)
+        settings = StreamSettings(
+            detect_every=None,
+            lookahead_frames=config.tracking.lookahead_frames,
+            budget_s=camera.latency_budget_ms / 1000.0,
+            live=True,
+            second_look=camera.second_look and config.redaction.second_look_threshold is not None,
+            fail_policy=camera.fail_policy,
+            motion_only=self._motion_only,
+        )
+        outputs = [
+            Output("snapshot", self.snapshot, depth=1, leaky=True, on_error=self._sink_failed),
+            Output("preview", self.preview, depth=1, leaky=True, on_error=self._sink_failed),
+        ]
+        if self._recording is not None:
+            outputs.insert(0, Output("recording", self._recording, depth=RECORDING_QUEUE,
+                                     on_error=self._sink_failed))
 
-        # Owned by the processing thread.
-        self._detector: Detector | None = None
-        self._warm_shape: tuple[int, ...] = ()  # frame shape the detector has run on
-        self._model_tried_at = -MODEL_RETRY_S  # monotonic time of the last load attempt
-        self._motion = MotionMasker(camera.motion) if camera.motion.mode != "off" else None
-        self._masker = TemporalMasker(self._tracking)
-        self._held: deque[_Held] = deque()  # every frame pushed into the masker, in order
-        self._unchecked: list[_Held] = []  # skipped frames waiting for their next detection
-        self._last_detection_ok = True
-        self._last_fail = ""  # reason the last detection failed, empty if it succeeded
-        self._frame_count = 0
+        def processor(
+            request: Callable[[Frame, float], None], seat: DetectionSeat | None
+        ) -> FrameProcessor:
+            look_again = None
+            if settings.second_look and seat is not None:
+                look_again = second_look(redactor, seat)
+            return FrameProcessor(settings, config.tracking, redactor, request, look_again)
+
+        def seat(on_result: Callable[[DetectionResult], None]) -> DetectionSeat | None:
+            if self._motion_only:
+                return None
+            return detector.seat(self.id, self._detector_config, on_result)
+
+        self.engine = FrameEngine(
+            self.id, processor, seat, outputs, self,
+            motion=MotionMasker(camera.motion) if camera.motion.mode != "off" else None,
+            source_fps=lambda: self.fps_hint,
+        )
+        self._redactor = redactor
+        self._threads: list[threading.Thread] = []
         self._withheld_log = _Episode(
             self.id,
             "frames fully masked" if camera.fail_policy == "mask" else "frames withheld",
@@ -209,42 +195,41 @@ class CameraWorker:
         )
         self._sink_log = _Episode(self.id, "sink failing", "frames")
 
-        # Status, written by the two threads, read by status() under _lock.
+        # Status, written by the threads, read by status() under _lock.
         self._lock = threading.Lock()
         self._source_state = "starting"  # starting | running | reconnecting | failed | stopped
         self._model_error = ""  # why there is no detector, empty when loaded (or not needed)
         self._model_loaded = self._motion_only
         self._last_error = ""
         self._failing = ""  # reason of the fail-closed episode in progress, empty if none
-        self._fps_hint: float | None = None
         self._last_redacted_at: float | None = None  # monotonic time of last normal redaction
         self._delivered_at: deque[float] = deque()  # monotonic times, last FPS_WINDOW_S
+        self._detected_at: deque[float] = deque()  # monotonic times, last FPS_WINDOW_S
         self._started_at: float | None = None  # monotonic time of start()
+        self._latency: deque[float] = deque(maxlen=512)  # arrival to release, seconds
         self.frames_in = 0
         self.frames_out = 0
         self.frames_withheld = 0
         self.frames_fully_masked = 0
         self.faces_redacted = 0
         self.frames_dropped = 0
+        self.detections = 0
         self.reconnects = 0
 
     # ---- lifecycle (called by Pipeline) -------------------------------------------------
 
     def start(self) -> None:
         self._started_at = time.monotonic()
-        self.snapshot.start()
-        self.preview.start()
+        self.engine.start()
         self._threads = [
             threading.Thread(target=self._ingest, name=f"ingest-{self.id}", daemon=True),
-            threading.Thread(target=self._process, name=f"process-{self.id}", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
 
     def request_stop(self) -> None:
-        """Ask both threads to finish; the processing thread drains what it holds."""
+        """Ask the ingest thread to finish; the engine then delivers what it holds."""
         self._stop.set()
-        self._mailbox.close()
 
     def join(self, timeout: float = STOP_JOIN_S) -> None:
         deadline = time.monotonic() + timeout
@@ -253,10 +238,25 @@ class CameraWorker:
             if thread.is_alive():
                 log.error("camera %s: thread %s did not stop in %.0f s", self.id, thread.name,
                           timeout)
-        for sink in (self.snapshot, self.preview):
-            sink.stop()
+        self.engine.stop()
+        if not self.engine.join(max(0.0, deadline - time.monotonic())):
+            log.error("camera %s: the engine did not stop in %.0f s", self.id, timeout)
+        self._withheld_log.end(stopping=True)
+        self._sink_log.end(stopping=True)
+        with self._lock:
+            if self._source_state != "failed":
+                self._source_state = "stopped"
 
     # ---- status ---------------------------------------------------------------------------
+
+    @property
+    def recorder(self) -> SegmentRecorder | None:
+        return self._recording.recorder if self._recording is not None else None
+
+    def latencies(self) -> list[float]:
+        """Arrival-to-release times of the last frames delivered normally, seconds."""
+        with self._lock:
+            return list(self._latency)
 
     def status(self) -> CameraStatus:
         """This camera's state, from its own counters. Ready: its model is loaded (or motion
@@ -265,13 +265,16 @@ class CameraWorker:
         withheld or fully masked (the metrics tell the two apart)."""
         now = time.monotonic()
         with self._lock:
-            while self._delivered_at and now - self._delivered_at[0] > FPS_WINDOW_S:
-                self._delivered_at.popleft()
             span = FPS_WINDOW_S if self._started_at is None else min(
                 FPS_WINDOW_S, now - self._started_at
             )
-            fps = len(self._delivered_at) / span if span > 0.5 else 0.0
-            interval = 1.0 / (self._fps_hint or DEFAULT_FPS)
+            rates = []
+            for times in (self._delivered_at, self._detected_at):
+                while times and now - times[0] > FPS_WINDOW_S:
+                    times.popleft()
+                rates.append(len(times) / span if span > 0.5 else 0.0)
+            fps, detections_per_s = rates
+            interval = 1.0 / (self.fps_hint or DEFAULT_FPS)
             window = max(READY_MIN_WINDOW_S, 3 * interval)
             state = "failed" if self._model_error else self._source_state
             fresh = self._last_redacted_at is not None and now - self._last_redacted_at <= window
@@ -294,6 +297,7 @@ class CameraWorker:
                 reason = f"no redacted frame for {age}"
             else:
                 reason = ""
+            recorder = self.recorder
             return CameraStatus(
                 id=self.id,
                 enabled=True,
@@ -302,11 +306,15 @@ class CameraWorker:
                 ready=not reason,
                 reason=reason,
                 last_error=self._last_error,
-                recording=self._recorder.state if self._recorder is not None else "off",
+                recording=recorder.state if recorder is not None else (
+                    "idle" if self._recording is not None else "off"
+                ),
                 frames_in=self.frames_in,
                 frames_out=self.frames_out,
                 frames_withheld=self.frames_withheld + self.frames_fully_masked,
                 faces_redacted=self.faces_redacted,
+                detections_per_s=round(detections_per_s, 2),
+                frames_dropped=self.frames_dropped,
             )
 
     def _set(self, **fields: object) -> None:
@@ -326,7 +334,7 @@ class CameraWorker:
             log.exception("camera %s: ingest failed", self.id)
             self._set(source_state="failed", last_error=f"ingest failed: {error}")
         finally:
-            self._mailbox.close()
+            self.engine.end()
             outage.end(stopping=True)
             if source is not None:
                 try:
@@ -336,7 +344,7 @@ class CameraWorker:
 
     def _read_until_stopped(self, source: Source, outage: _Episode) -> None:
         """Open (retrying with backoff while the error is retryable) and read frames into the
-        mailbox until the source ends, fails for good, or the worker stops.
+        engine until the source ends, fails for good, or the worker stops.
 
         Live sources reconnect inside read() (see edge.sources.live.LiveSource): a retryable
         error from read() only means "still reconnecting", and read() paces itself."""
@@ -351,7 +359,7 @@ class CameraWorker:
                 if not opened:
                     source.open()
                     opened = True
-                    self._set(fps_hint=source.fps_hint)
+                    self.fps_hint = source.fps_hint
                     if outage.reason:  # opened at last after failed attempts
                         self.reconnects += 1
                         self._metrics.reconnects()
@@ -372,7 +380,7 @@ class CameraWorker:
                 if not opened:
                     delay = min(delay * 2, delay_max)
                 continue
-            if frame is None:  # the processing thread reports "stopped" once it has drained
+            if frame is None:
                 log.info("camera %s: source ended", self.id)
                 return
             delay = delay_min
@@ -380,221 +388,75 @@ class CameraWorker:
                 outage.end()
             if self._source_state != "running":
                 with self._lock:
-                    if self._source_state != "failed":  # the processing thread may have failed
+                    if self._source_state != "failed":
                         self._source_state = "running"
             self.frames_in += 1
             self._metrics.frames_in()
-            dropped = self._mailbox.put(frame)
-            new_dropped = source.dropped - counted_dropped
+            before = self.engine.dropped
+            self.engine.offer(frame)
+            new_dropped = source.dropped - counted_dropped + self.engine.dropped - before
             new_reconnects = source.reconnects - counted_reconnects
             counted_dropped, counted_reconnects = source.dropped, source.reconnects
-            self.frames_dropped += dropped + new_dropped
-            self._metrics.frames_dropped(dropped + new_dropped)
+            self.frames_dropped += new_dropped
+            self._metrics.frames_dropped(new_dropped)
             self.reconnects += new_reconnects
             self._metrics.reconnects(new_reconnects)
+            if self.engine.error is not None:
+                self._set(source_state="failed",
+                          last_error=f"processing failed: {self.engine.error}")
+                return
 
-    # ---- processing thread ----------------------------------------------------------------
+    # ---- EngineEvents (the engine's and the detector's threads) ---------------------------
 
-    def _process(self) -> None:
-        try:
-            while True:
-                frame = self._mailbox.get(MAILBOX_POLL_S)
-                if frame is None:
-                    if self._mailbox.drained:
-                        break
-                    continue
-                self._handle(frame)
-            # End of stream or stop: release what the look-ahead holds, checked or not.
-            for held in self._unchecked:
-                held.fail = held.fail or "end_of_stream"
-            self._unchecked.clear()
-            self._emit(self._masker.flush())
-        except Exception as error:  # a bug: stop this camera rather than run it unchecked
-            log.exception("camera %s: processing failed", self.id)
-            self._set(source_state="failed", last_error=f"processing failed: {error}")
-            self.request_stop()
-        finally:
-            self._withheld_log.end(stopping=True)
-            self._sink_log.end(stopping=True)
-            self._stop_recorder()
-            if self._detector is not None:
-                self._detector.close()
-            with self._lock:
-                if self._source_state != "failed":
-                    self._source_state = "stopped"
-
-    def _load_detector(self) -> None:
-        """Build the detector (loading its model); on failure the camera fails closed and the
-        model is looked for again every MODEL_RETRY_S seconds."""
-        if self._motion_only or self._detector is not None:
+    def detection(self, result: DetectionResult) -> None:
+        if result.failure == "model_unavailable":
+            if result.error != self._model_error:
+                self._set(model_error=result.error, last_error=result.error)
+            return
+        if self._model_error or not self._model_loaded:
+            self._set(model_error="", model_loaded=True)
+        if result.failure:
+            self._set(last_error=result.error)
             return
         now = time.monotonic()
-        if now - self._model_tried_at < MODEL_RETRY_S:
+        self.detections += 1
+        self._metrics.detections()
+        self._metrics.detector_latency(result.seconds)
+        with self._lock:
+            self._detected_at.append(now)
+
+    def released(self, item: Released) -> None:
+        if item.reason:
+            self._failed_closed(item)
             return
-        self._model_tried_at = now
-        try:
-            self._detector = self._detector_factory(self._detector_config, self._store)
-        except Exception as error:  # ModelError, DetectorError, or a backend's import error
-            message = str(error) or type(error).__name__
-            if message != self._model_error:
-                log.error("camera %s: detector %s unavailable: %s", self.id,
-                          self._detector_config.type, message)
-            self._set(model_error=message, last_error=message)
-            return
-        if self._model_error:
-            log.warning("camera %s: detector %s loaded, model error cleared", self.id,
-                        self._detector_config.type)
-        self._warm_shape = ()
-        self._set(model_error="", model_loaded=True)
+        redacted = item.redacted
+        assert redacted is not None
+        self._withheld_log.end()
+        self._set(failing="")
+        self._count_delivered(redacted)
+        with self._lock:
+            self._last_redacted_at = time.monotonic()
+            self._latency.append(self._last_redacted_at - item.arrived)
 
-    def _handle(self, frame: Frame) -> None:
-        """Detect on `frame` (or skip it), push it into the masker and emit what it releases."""
-        held = _Held(frame, Detections.empty())
-        try:
-            self._load_detector()
-            if self._motion is not None:
-                held.motion = self._motion.boxes(frame.image)
-            if self._motion_only:
-                self._held.append(held)
-                self._emit([(frame, Detections.empty())])
-                return
-            detections: Detections | None = None
-            if self._frame_count % self._tracking.detect_every == 0:
-                detections, reason = self._detect(frame)
-                if reason:
-                    held.fail = reason
-                    for skipped in self._unchecked:
-                        skipped.fail = skipped.fail or reason
-                    detections = detections if detections is not None else Detections.empty()
-                for skipped in self._unchecked:
-                    skipped.awaiting_detection = False
-                self._unchecked.clear()
-                self._last_detection_ok = not reason
-                self._last_fail = reason
-            elif self._last_detection_ok:
-                held.awaiting_detection = True
-                self._unchecked.append(held)
-            else:
-                held.fail = self._last_fail
-            self._frame_count += 1
-            self._held.append(held)
-            ready = self._masker.push(frame, detections)
-        except Exception as error:
-            self._processing_error(held, error)
-            return
-        self._emit(ready)
+    def output_failed(self, name: str, error: Exception) -> None:
+        self._sink_failed(name, error)
 
-    def _processing_error(self, held: _Held, error: Exception) -> None:
-        """Something failed between the source and the masker: every frame held is released
-        fail-closed, and tracking starts afresh."""
-        log.exception("camera %s: processing error", self.id)
-        self._set(last_error=f"processing error: {error}")
-        if not self._held or self._held[-1] is not held:
-            self._held.append(held)
-        for entry in self._held:
-            entry.fail = entry.fail or "processing_error"
-        self._unchecked.clear()
-        self._masker = TemporalMasker(self._tracking)
-        self._emit([(entry.frame, Detections.empty()) for entry in list(self._held)])
-
-    def _detect(self, frame: Frame) -> tuple[Detections | None, str]:
-        """Run the detector: (detections or None, fail reason or "")."""
-        if self._detector is None:
-            return None, "model_unavailable"
-        if frame.image.shape != self._warm_shape:
-            # The first inference at a new frame size allocates buffers and can take several
-            # times longer than the rest: run it once untimed, so a cold start is not mistaken
-            # for an overloaded detector (its result is not used).
-            if self._run_detector(frame) is None:
-                return None, "detector_error"
-            self._warm_shape = frame.image.shape
-        started = time.perf_counter()
-        detections = self._run_detector(frame)
-        if detections is None:
-            return None, "detector_error"
-        elapsed = time.perf_counter() - started
-        self._metrics.detector_latency(elapsed)
-        budget_ms = self.camera.latency_budget_ms
-        if elapsed * 1000 > budget_ms:
-            # The late result still feeds the tracker; this frame is not trusted with it.
-            self._set(
-                last_error=f"detection took {elapsed * 1000:.0f} ms, over the latency budget "
-                f"of {budget_ms:.0f} ms"
-            )
-            return detections, "over_budget"
-        return detections, ""
-
-    def _run_detector(self, frame: Frame) -> Detections | None:
-        """detect(), or None (with last_error set) when it raised."""
-        assert self._detector is not None
-        try:
-            return self._detector.detect(frame.image)
-        except Exception as error:  # DetectorError, or anything a backend let escape
-            self._set(last_error=f"detector {self._detector_config.type}: {error}")
-            return None
-
-    def _emit(self, ready: list[tuple[Frame, Detections]]) -> None:
-        """Redact (or fail closed) each released frame, in order, and deliver it."""
-        for frame, boxes in ready:
-            held = self._take_held(frame)
-            if held is None or held.awaiting_detection:
-                # The masker released a frame we did not hand it, or before the detection
-                # that checks it: never trust it.
-                self._fail_closed(frame, "processing_error")
-                continue
-            if held.fail:
-                self._fail_closed(frame, held.fail)
-                continue
-            try:
-                # The second look runs on every frame, with its final masks (tracked and
-                # look-ahead boxes included), since those are what is recorded.
-                redacted = self._redactor.redact(
-                    frame, Detections.merge([boxes, held.motion]), look_again=self._detector
-                )
-            except Exception as error:
-                log.exception("camera %s: redaction failed", self.id)
-                self._set(last_error=f"redaction failed: {error}")
-                self._fail_closed(frame, "processing_error")
-                continue
-            self._withheld_log.end()
-            self._set(failing="")
-            self._deliver(redacted)
-
-    def _take_held(self, frame: Frame) -> _Held | None:
-        while self._held:
-            held = self._held.popleft()
-            if held.frame is frame:
-                return held
-        return None
-
-    def _fail_closed(self, frame: Frame, reason: str) -> None:
-        detail = self._model_error or self._last_error or reason
-        self._withheld_log.event(reason, detail)
-        self._set(failing=reason)
-        if self.camera.fail_policy == "mask":
+    def _failed_closed(self, item: Released) -> None:
+        detail = self._model_error or self.engine_error() or item.reason
+        self._withheld_log.event(item.reason, detail)
+        self._set(failing=item.reason, last_error=detail)
+        if item.redacted is not None:
             self.frames_fully_masked += 1
-            self._metrics.frames_fully_masked(reason)
-            self._deliver(self._redactor.mask_all(frame, reason))
+            self._metrics.frames_fully_masked(item.reason)
+            self._count_delivered(item.redacted)
         else:
             self.frames_withheld += 1
-            self._metrics.frames_withheld(reason)
+            self._metrics.frames_withheld(item.reason)
 
-    def _deliver(self, redacted: RedactedFrame) -> None:
-        """Hand one RedactedFrame to every sink. A sink error is counted and logged (once per
-        episode) and never stops the camera."""
-        if self.camera.recording.enabled:
-            if self._recorder is None:
-                self._recorder = SegmentRecorder(
-                    self._recordings_dir,
-                    self.id,
-                    self.camera.recording.segment_s,
-                    self._fps_hint or DEFAULT_FPS,
-                    self._retention,
-                )
-                self._recorder.start()
-            self._write("recording", self._recorder, redacted)
-        self._write("snapshot", self.snapshot, redacted)
-        self._write("preview", self.preview, redacted)
+    def engine_error(self) -> str:
+        return self.engine._processor.last_error
+
+    def _count_delivered(self, redacted: RedactedFrame) -> None:
         now = time.monotonic()
         self.frames_out += 1
         self._metrics.frames_out()
@@ -604,37 +466,21 @@ class CameraWorker:
             self._delivered_at.append(now)
             while now - self._delivered_at[0] > FPS_WINDOW_S:
                 self._delivered_at.popleft()
-            if not redacted.record.fully_masked:
-                self._last_redacted_at = now
 
-    def _write(self, name: str, sink: SegmentRecorder | SnapshotSink | PreviewSink,
-               frame: RedactedFrame) -> None:
-        try:
-            sink.write(frame)
-        except Exception as error:  # SinkError by contract; anything else is counted the same
-            self._metrics.sink_errors(name)
-            self._set(last_error=str(error))
-            self._sink_log.event(name, str(error))
-            if not isinstance(error, SinkError):
-                log.exception("camera %s: %s sink failed", self.id, name)
-
-    def _stop_recorder(self) -> None:
-        if self._recorder is None:
-            return
-        try:
-            self._recorder.stop()
-        except SinkError as error:
-            # The recorder deleted the unfinished file; nothing raw was ever in it.
-            self._metrics.sink_errors("recording")
-            self._set(last_error=str(error))
-            log.error("camera %s: %s", self.id, error)
+    def _sink_failed(self, name: str, error: Exception) -> None:
+        """A sink error is counted and logged (once per episode) and never stops the camera."""
+        self._metrics.sink_errors(name)
+        self._set(last_error=str(error))
+        self._sink_log.event(name, str(error))
+        if not isinstance(error, SinkError):
+            log.error("camera %s: %s sink failed: %r", self.id, name, error)
 
     def resume_recording(self) -> None:
         """Retry recording after a full disk or a write failure (called by the janitor)."""
-        if self._recorder is not None and self._recorder.state in ("disk_full", "failed"):
-            log.info("camera %s: retrying recording after: %s", self.id,
-                     self._recorder.last_error)
-            self._recorder.resume()
+        recorder = self.recorder
+        if recorder is not None and recorder.state in ("disk_full", "failed"):
+            log.info("camera %s: retrying recording after: %s", self.id, recorder.last_error)
+            recorder.resume()
 
 
 def _camera_fingerprint(config: EdgeblurConfig, camera: CameraConfig) -> str:
@@ -666,8 +512,9 @@ class Pipeline:
     method may be called from any thread (the service's request handlers) at any time.
     start(), stop() and apply_config() run one at a time; health() and the other readers never
     wait for a camera to stop. `config_path` is the file the config came from, for messages
-    only: the service writes it. `detector_factory` is for tests that must produce faults a
-    real detector cannot.
+    only: the service writes it. `detector_factory` builds a detector from a detector
+    config and the model store (tests pass one producing faults a real detector cannot); the
+    cameras share the detectors it builds, one per distinct detector config.
     """
 
     def __init__(
@@ -682,6 +529,7 @@ class Pipeline:
         self._detector_factory = detector_factory
         self._metrics = PipelineMetrics()
         self._store = ModelStore(config.models.cache_dir)
+        self._detector: SharedDetector | None = None  # made with the first camera
         self._retention = self._new_retention(config)
         self._workers: dict[str, CameraWorker] = {}
         self._started = False
@@ -735,22 +583,30 @@ class Pipeline:
             self._janitor_stop.set()
             janitor, self._janitor = self._janitor, None
             self._stop_workers(workers)
+            self._close_detector()
             if janitor is not None:
                 janitor.join(STOP_JOIN_S)
         log.info("pipeline stopped")
 
     def _start_worker(self, camera: CameraConfig) -> None:
         with self._lock:
+            if self._detector is None:
+                self._detector = SharedDetector(self._detector_factory, self._store)
             worker = CameraWorker(
                 camera,
                 self._config,
-                store=self._store,
+                detector=self._detector,
                 metrics=self._metrics.camera(camera.id),
                 retention=self._retention,
-                detector_factory=self._detector_factory,
             )
             self._workers[camera.id] = worker
         worker.start()
+
+    def _close_detector(self) -> None:
+        with self._lock:
+            detector, self._detector = self._detector, None
+        if detector is not None:
+            detector.close()
 
     @staticmethod
     def _stop_workers(workers: list[CameraWorker]) -> None:
@@ -848,6 +704,8 @@ class Pipeline:
                     "service settings changed: they take effect when `edgeblur serve` restarts"
                 )
             self._stop_workers(stopping)
+            if new.models.cache_dir != old.models.cache_dir:  # every camera was restarted
+                self._close_detector()
             with self._lock:  # after its worker stopped, so nothing counts for it any more
                 for gone in set(old_cameras) - {c.id for c in new.cameras}:
                     self._metrics.remove_camera(gone)
