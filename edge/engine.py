@@ -58,13 +58,12 @@ class StreamSettings:
     """How one stream is scheduled.
 
     detect_every: search every k-th frame (and the last), or None: the newest frame each time
-    the detector is free. lookahead_frames: the look-ahead's minimum delay. budget_s: a frame
+    the detector is free (the look-ahead's own delay is the tracking config's). budget_s: a frame
     not released this long after its arrival fails closed (None: no limit, for files).
     live: drop at ingest instead of blocking. second_look: run the redactor's second look on
     the frames the detector ran on. motion_only: no detector at all, motion masks only."""
 
     detect_every: int | None = None
-    lookahead_frames: int = 0
     budget_s: float | None = 1.0
     live: bool = True
     second_look: bool = False

@@ -153,7 +153,6 @@ class CameraWorker:
         redactor = Redactor(config.redaction)
         settings = StreamSettings(
             detect_every=None,
-            lookahead_frames=config.tracking.lookahead_frames,
             budget_s=camera.latency_budget_ms / 1000.0,
             live=True,
             second_look=camera.second_look and config.redaction.second_look_threshold is not None,

@@ -93,7 +93,6 @@ def redact_video(
     with_audio = keep_audio and info.has_audio
     settings = StreamSettings(
         detect_every=tracking.detect_every,
-        lookahead_frames=tracking.lookahead_frames,
         budget_s=None,
         live=False,
         second_look=redactor.config.second_look_threshold is not None,

@@ -177,9 +177,10 @@ def test_detection_over_budget_fails_closed(tmp_path, running, model_store) -> N
     wait_until(
         lambda: sample(
             pipeline, "edgeblur_frames_withheld_total", camera="demo", reason="over_budget"
-        ) >= 5,
+        ) >= 5
+        and sample(pipeline, "edgeblur_detector_latency_seconds_count", camera="demo") >= 1,
         30,
-        "5 frames withheld for lateness",
+        "5 frames withheld for lateness and a slow detection timed",
     )
     status = status_of(pipeline, "demo")
     assert not status.ready and "over_budget" in status.reason
