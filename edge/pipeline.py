@@ -148,7 +148,8 @@ class CameraWorker:
         self._stop = threading.Event()
         self.snapshot = SnapshotSink()
         self.preview = PreviewSink(PREVIEW_MAX_FPS)
-        self._recording = _Recording(self) if camera.recording.enabled else None
+        # The recording output (None when off); benchmarks wrap its write() to time frames.
+        self.recording_sink = _Recording(self) if camera.recording.enabled else None
         self.fps_hint: float | None = None
         redactor = Redactor(config.redaction)
         settings = StreamSettings(
@@ -163,8 +164,8 @@ class CameraWorker:
             Output("snapshot", self.snapshot, depth=1, leaky=True, on_error=self._sink_failed),
             Output("preview", self.preview, depth=1, leaky=True, on_error=self._sink_failed),
         ]
-        if self._recording is not None:
-            outputs.insert(0, Output("recording", self._recording, depth=RECORDING_QUEUE,
+        if self.recording_sink is not None:
+            outputs.insert(0, Output("recording", self.recording_sink, depth=RECORDING_QUEUE,
                                      on_error=self._sink_failed))
 
         def processor(
@@ -250,7 +251,7 @@ class CameraWorker:
 
     @property
     def recorder(self) -> SegmentRecorder | None:
-        return self._recording.recorder if self._recording is not None else None
+        return self.recording_sink.recorder if self.recording_sink is not None else None
 
     def latencies(self) -> list[float]:
         """Arrival-to-release times of the last frames delivered normally, seconds."""
@@ -306,7 +307,7 @@ class CameraWorker:
                 reason=reason,
                 last_error=self._last_error,
                 recording=recorder.state if recorder is not None else (
-                    "idle" if self._recording is not None else "off"
+                    "idle" if self.recording_sink is not None else "off"
                 ),
                 frames_in=self.frames_in,
                 frames_out=self.frames_out,
