@@ -75,6 +75,16 @@ def probe(path: Path) -> VideoInfo:
         raise MediaError(f"{path}: cannot read video: {error}") from None
 
 
+def upright_bgr(decoded: av.VideoFrame) -> np.ndarray:
+    """A decoded frame as BGR uint8, turned upright by its rotation as a player shows it: the
+    one conversion every decode path uses (files, file cameras, network cameras)."""
+    image: np.ndarray = decoded.to_ndarray(format="bgr24")
+    quarter_turns = round(decoded.rotation / 90) % 4  # counter-clockwise
+    if quarter_turns:
+        image = np.ascontiguousarray(np.rot90(image, quarter_turns))
+    return image
+
+
 def read_frames(path: Path) -> Generator[Frame, None, None]:
     """Decode every frame of the first video stream as BGR, turned upright as a player shows it
     (phone videos store portrait frames sideways plus a rotation; a face lying on its side is
@@ -85,11 +95,7 @@ def read_frames(path: Path) -> Generator[Frame, None, None]:
             stream.thread_type = "AUTO"
             for index, decoded in enumerate(container.decode(stream)):
                 seconds = float(decoded.time) if decoded.time is not None else 0.0
-                image: np.ndarray = decoded.to_ndarray(format="bgr24")
-                quarter_turns = round(decoded.rotation / 90) % 4  # counter-clockwise
-                if quarter_turns:
-                    image = np.ascontiguousarray(np.rot90(image, quarter_turns))
-                yield Frame(image, index, seconds)
+                yield Frame(upright_bgr(decoded), index, seconds)
     except (av.FFmpegError, IndexError) as error:
         raise MediaError(f"{path}: cannot decode video: {error}") from None
 

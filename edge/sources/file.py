@@ -11,6 +11,7 @@ import av
 from pydantic import Field
 
 from edge.errors import SourceError
+from edge.media import upright_bgr
 from edge.sources.base import BaseSourceConfig, Source
 from edge.types import Frame
 
@@ -98,7 +99,7 @@ class FileSource(Source):
         timestamp = self._loop_offset_s + media_s
         if self.config.realtime:
             self._wait_until_due(timestamp)
-        frame = Frame(decoded.to_ndarray(format="bgr24"), self._index, timestamp)
+        frame = Frame(upright_bgr(decoded), self._index, timestamp)
         self._index += 1
         return frame
 

@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import Field
 
 from edge.errors import SourceError
+from edge.media import upright_bgr
 from edge.sources.base import expand_env, mask_url
 from edge.sources.live import Connection, LiveSource, LiveSourceConfig
 
@@ -106,4 +107,4 @@ class RtspSource(LiveSource[av.VideoFrame]):
         return _RtspConnection(container, self.label, self.config.read_timeout_s)
 
     def _decode(self, payload: av.VideoFrame) -> np.ndarray:
-        return payload.to_ndarray(format="bgr24")
+        return upright_bgr(payload)

@@ -11,6 +11,7 @@ import pytest
 from edge.errors import MediaError
 from edge.media import H264Writer, atomic_output, probe, read_frames
 from edge.redact import Redactor
+from edge.sources.file import FileSource, FileSourceConfig
 from edge.types import Detections, Frame
 
 
@@ -104,7 +105,19 @@ def test_probe_and_read_frames_name_the_bad_file(tmp_path: Path, content: bytes)
         list(read_frames(path))
 
 
-def test_read_frames_turns_video_upright_as_players_do(tmp_path: Path) -> None:
+def _first_frame_of_file_camera(path: Path) -> list[Frame]:
+    source = FileSource(FileSourceConfig(path=path, realtime=False))
+    with source:
+        return [source.read()]  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    "decode", [lambda path: list(read_frames(path)), _first_frame_of_file_camera],
+    ids=["edgeblur-video", "file-camera"],
+)
+def test_every_decode_path_turns_video_upright_as_players_do(tmp_path: Path, decode) -> None:
+    """`edgeblur video` and a file camera under `edgeblur serve` decode the same way: a phone
+    clip reaches the detector upright in both."""
     path = tmp_path / "sideways.mp4"
     stored = np.zeros((32, 64, 3), np.uint8)
     stored[:, :8] = 255  # a white band down the left edge of the stored picture
@@ -115,7 +128,7 @@ def test_read_frames_turns_video_upright_as_players_do(tmp_path: Path) -> None:
         container.mux(stream.encode(av.VideoFrame.from_ndarray(stored, format="bgr24")))
         container.mux(stream.encode(None))
 
-    (frame,) = read_frames(path)
+    (frame,) = decode(path)
 
     assert frame.image.shape == (64, 32, 3)
     white_rows = np.flatnonzero(frame.image[:, :, 0].mean(axis=1) > 128)
