@@ -48,8 +48,8 @@ from bench._common import (
     shared_clip,
 )
 from bench.video_leaks import REFERENCE_THRESHOLD, judge_faces, reference_detector
+from edge.maskrule import masked_pixels
 from edge.media import read_frames
-from edge.verify import masked_pixels
 from tests.rtsp import RtspServer, free_port
 
 READY_TIMEOUT_S = 120.0

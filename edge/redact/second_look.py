@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from edge.detectors.base import Detector
+from edge.maskrule import split_by_mask
 from edge.types import Detections
 
 Bounds = tuple[int, int, int, int]  # x1, y1, x2, y2, half-open, in image pixels
@@ -40,8 +41,6 @@ def faces_after_masking(
     threshold) whose eyes are not clearly masked (edge.verify's rule, with a margin), in image
     pixels. `raw` is the image before `masks` were applied: a pixel is masked where the two
     differ."""
-    from edge.verify import split_by_mask  # verify is the audit whose rule this applies
-
     found = detector.detect(redacted)
     found = found.select(found.score >= threshold)
     if not len(found):

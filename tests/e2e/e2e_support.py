@@ -23,10 +23,10 @@ from waiting import wait_until  # noqa: F401 - re-exported for the e2e tests
 from edge.config import EdgeblurConfig
 from edge.control import CameraStatus
 from edge.detectors.base import Detector
+from edge.maskrule import split_masked
 from edge.media import read_frames
 from edge.pipeline import Pipeline
 from edge.sinks.retention import SEGMENT_NAME
-from edge.verify import split_masked
 
 WIDTH, HEIGHT, FPS = 640, 360, 10.0
 # The service masks at SERVICE_THRESHOLD; the leak check looks at CHECK_THRESHOLD, lower, so it

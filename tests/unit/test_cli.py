@@ -25,10 +25,10 @@ from edge.detectors.base import Detector
 from edge.detectors.centerface import CenterFaceConfig
 from edge.errors import DetectorError
 from edge.imagefiles import ImageJob, redact_image_file
+from edge.maskrule import split_masked
 from edge.media import probe, read_frames
 from edge.redact import RedactionConfig, Redactor
 from edge.types import Detections
-from edge.verify import split_masked
 from edge.videofiles import redact_video
 
 EDGEBLUR = Path(sys.executable).parent / "edgeblur"

@@ -8,9 +8,10 @@ import pytest
 
 from edge.detectors.base import Detector
 from edge.detectors.centerface import CenterFaceConfig
+from edge.maskrule import split_masked
 from edge.redact import RedactionConfig, Redactor
 from edge.types import Detections, Frame
-from edge.verify import FACE_THRESHOLD, split_masked
+from edge.verify import FACE_THRESHOLD
 
 EXACT = {"mask_scale": 1.0, "mask_lift": 0.0}  # masks exactly on their boxes
 

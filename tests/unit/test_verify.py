@@ -16,6 +16,7 @@ import pytest
 from edge.detectors.base import Detector
 from edge.detectors.centerface import CenterFaceConfig
 from edge.errors import ConfigError
+from edge.maskrule import masked_pixels, split_masked
 from edge.media import H264Writer
 from edge.redact import RedactionConfig, Redactor
 from edge.types import Detections, Frame
@@ -24,11 +25,9 @@ from edge.verify import (
     ReferenceDetector,
     VerifySettings,
     add_arguments,
-    masked_pixels,
     reference_config,
     run,
     run_verify,
-    split_masked,
 )
 
 FRAMES = 4
