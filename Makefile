@@ -21,10 +21,12 @@ run: install
 
 test: install
 	$(BIN)/ruff check edge service tests bench
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check edge service tests bench
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 
 clean:

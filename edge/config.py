@@ -3,7 +3,6 @@ default, bounds and a description. No I/O here (see edge.configfile for reading 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +15,7 @@ from edge.redact import RedactionConfig
 from edge.sources.demo import DemoSourceConfig
 from edge.sources.registry import SourceConfig
 from edge.tracking.settings import TrackingConfig, check_lookahead
+from edge.urls import mask_credentials  # noqa: F401 - used by the service through here
 
 
 class _Strict(BaseModel):
@@ -190,13 +190,3 @@ class EdgeblurConfig(_Strict):
 
     def detector_for(self, camera: CameraConfig) -> DetectorConfig:
         return camera.detector or self.detector
-
-
-# Greedy up to the last "@": a password with a raw "/" or "@" is still masked whole (masking
-# too much of a URL is harmless, too little leaks a credential).
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<cred>\S*)@", re.I)
-
-
-def mask_credentials(url: str) -> str:
-    """rtsp://user:secret@host/x -> rtsp://***@host/x, for anything shown or logged."""
-    return _URL_CREDENTIALS.sub(r"\g<scheme>***@", url)

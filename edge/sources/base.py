@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from edge.errors import SourceError
 from edge.types import Frame
+from edge.urls import mask_credentials
 
 
 class BaseSourceConfig(BaseModel):
@@ -60,9 +61,7 @@ class Source(ABC):
 
 
 def mask_url(url: str) -> str:
-    """`edge.config.mask_credentials`, importable here although edge.config imports us."""
-    from edge.config import mask_credentials
-
+    """rtsp://user:secret@host/x -> rtsp://***@host/x (edge.urls.mask_credentials)."""
     return mask_credentials(url)
 
 
