@@ -93,6 +93,9 @@ class CameraCounters(BaseModel):
     frames_in: int = Field(description="Frames read from the source.")
     frames_out: int = Field(description="Redacted frames delivered to sinks.")
     frames_withheld: int = Field(description="Frames withheld or fully masked (fail-closed).")
+    frames_dropped: int = Field(
+        0, description="Frames dropped at ingest to keep the rate the box can check in time."
+    )
     faces_redacted: int = Field(description="Face regions masked.")
 
 
@@ -101,6 +104,10 @@ class CameraStatusOut(BaseModel):
     enabled: bool
     state: str = Field(description="starting | running | reconnecting | failed | stopped")
     fps: float = Field(description="Redacted frames delivered per second, recent average.")
+    detections_per_s: float = Field(
+        0.0, description="Detector runs on this camera's frames per second, recent average (one "
+        "detector serves every camera of the box)."
+    )
     ready: bool = Field(description="Delivering redacted frames with its model loaded.")
     reason: str = Field(description="Why not ready; empty when ready.")
     last_error: str = Field(description="Most recent error; empty if none.")
@@ -118,6 +125,7 @@ class CameraStatusOut(BaseModel):
             enabled=status.enabled,
             state=status.state,
             fps=status.fps,
+            detections_per_s=status.detections_per_s,
             ready=status.ready,
             reason=mask_credentials(status.reason),
             last_error=mask_credentials(status.last_error),
@@ -126,6 +134,7 @@ class CameraStatusOut(BaseModel):
                 frames_in=status.frames_in,
                 frames_out=status.frames_out,
                 frames_withheld=status.frames_withheld,
+                frames_dropped=status.frames_dropped,
                 faces_redacted=status.faces_redacted,
             ),
         )

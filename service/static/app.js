@@ -249,9 +249,11 @@ function renderCameras(cameras) {
 
 const FIGURES = [
   ["fps", "Frames per second", (c) => c.fps.toFixed(1)],
+  ["detections_per_s", "Detections per second", (c) => c.detections_per_s.toFixed(1)],
   ["frames_out", "Frames delivered", (c) => c.counters.frames_out.toLocaleString()],
   ["faces_redacted", "Faces redacted", (c) => c.counters.faces_redacted.toLocaleString()],
   ["frames_withheld", "Frames withheld", (c) => c.counters.frames_withheld.toLocaleString()],
+  ["frames_dropped", "Dropped at ingest", (c) => c.counters.frames_dropped.toLocaleString()],
   ["recording", "Recording", (c) => c.recording.replace("_", " ")],
 ];
 

@@ -110,6 +110,8 @@ class FakeControl:
                 frames_out=10,
                 frames_withheld=2,
                 faces_redacted=7,
+                detections_per_s=4.5 if camera.enabled else 0.0,
+                frames_dropped=3,
             )
             for camera in cameras
         ]

@@ -20,11 +20,13 @@ def test_cameras_list_status_and_counters(api):
         "enabled": True,
         "state": "running",
         "fps": 15.0,
+        "detections_per_s": 4.5,
         "ready": True,
         "reason": "",
         "last_error": "",
         "recording": "recording",
-        "counters": {"frames_in": 12, "frames_out": 10, "frames_withheld": 2, "faces_redacted": 7},
+        "counters": {"frames_in": 12, "frames_out": 10, "frames_withheld": 2,
+                     "frames_dropped": 3, "faces_redacted": 7},
     }
     assert cameras["spare"]["enabled"] is False
     assert cameras["spare"]["ready"] is False
