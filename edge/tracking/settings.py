@@ -28,15 +28,17 @@ class TrackingConfig(_Strict):
         0,
         ge=0,
         le=100,
-        description="Delay output by this many frames so a face found later is also masked "
-        "in the frames before it (0 = off; adds latency).",
+        description="Hold each frame at least this many frames so a face found later is also "
+        "masked in the frames before it (0 = none; adds latency). Frames are held anyway until "
+        "a detection on a later frame has come in.",
     )
     detect_every: int = Field(
         1,
         ge=1,
         le=30,
         description="Run the detector on every k-th frame only; needs lookahead_frames >= k-1 "
-        "so every frame sits between two detections.",
+        "so every frame sits between two detections. Not used by cameras, which detect as "
+        "often as the box allows (`edgeblur video` uses video.detect_every).",
     )
     iou_match: float = Field(
         0.2, gt=0.0, le=1.0, description="Minimum IoU to treat a detection as a track's face."
