@@ -227,7 +227,7 @@ def test_governor_lowers_the_rate_when_frames_wait_too_long_and_raises_it_again(
     for _ in range(3):
         for _ in range(10):
             now += 0.11
-            governor.observe(0.9, now, 25.0)  # over 0.6 x budget
+            governor.observe(0.9, now, 25.0)  # over 0.7 x budget
     assert governor.fps is not None and governor.fps < 20.0 * 0.8
     low = governor.fps
     for _ in range(40):
