@@ -61,6 +61,7 @@ RETENTION_EVERY_S = 60.0  # retention also runs on this period, besides after ea
 PREVIEW_MAX_FPS = 5.0  # the live preview is for a human glancing at it
 STOP_JOIN_S = 20.0  # longer than any source's read timeout, so threads end on their own
 RECORDING_QUEUE = 8  # frames waiting for the encoder before the corridor waits for it
+UNPACED_FRAMES = 16  # frames an unpaced source (a file read for every frame) may have inside
 
 
 class _Episode:
@@ -152,10 +153,13 @@ class CameraWorker:
         self.recording_sink = _Recording(self) if camera.recording.enabled else None
         self.fps_hint: float | None = None
         redactor = Redactor(config.redaction)
+        # Sources not paced in real time (files, demo with realtime: false) are read for every
+        # frame: the engine makes them wait instead of dropping, and nothing is late.
+        live = getattr(camera.source, "realtime", True)
         settings = StreamSettings(
             detect_every=None,
-            budget_s=camera.latency_budget_ms / 1000.0,
-            live=True,
+            budget_s=camera.latency_budget_ms / 1000.0 if live else None,
+            live=live,
             second_look=camera.second_look and config.redaction.second_look_threshold is not None,
             fail_policy=camera.fail_policy,
             motion_only=self._motion_only,
@@ -185,6 +189,7 @@ class CameraWorker:
             self.id, processor, seat, outputs, self,
             motion=MotionMasker(camera.motion) if camera.motion.mode != "off" else None,
             source_fps=lambda: self.fps_hint,
+            capacity=4 if live else UNPACED_FRAMES,
         )
         self._redactor = redactor
         self._threads: list[threading.Thread] = []
@@ -228,7 +233,8 @@ class CameraWorker:
             thread.start()
 
     def request_stop(self) -> None:
-        """Ask the ingest thread to finish; the engine then delivers what it holds."""
+        """Ask the ingest thread to finish; the engine then delivers what it holds (the
+        frames waiting get their search, within the budget) and closes the recording."""
         self._stop.set()
 
     def join(self, timeout: float = STOP_JOIN_S) -> None:
@@ -238,9 +244,14 @@ class CameraWorker:
             if thread.is_alive():
                 log.error("camera %s: thread %s did not stop in %.0f s", self.id, thread.name,
                           timeout)
-        self.engine.stop()
         if not self.engine.join(max(0.0, deadline - time.monotonic())):
-            log.error("camera %s: the engine did not stop in %.0f s", self.id, timeout)
+            self.engine.stop()  # what is still unchecked fails closed
+            if not self.engine.join(STOP_JOIN_S):
+                log.error("camera %s: the engine did not stop in %.0f s", self.id, timeout)
+        self._stopped()
+
+    def _stopped(self) -> None:
+        """The source and the engine are done: the camera reports "stopped"."""
         self._withheld_log.end(stopping=True)
         self._sink_log.end(stopping=True)
         with self._lock:
@@ -341,6 +352,10 @@ class CameraWorker:
                     source.close()
                 except Exception:
                     log.exception("camera %s: closing the source failed", self.id)
+            # A source that ended (a file) stops its camera once the engine has delivered
+            # its last frames.
+            if self.engine.join(STOP_JOIN_S):
+                self._stopped()
 
     def _read_until_stopped(self, source: Source, outage: _Episode) -> None:
         """Open (retrying with backoff while the error is retryable) and read frames into the

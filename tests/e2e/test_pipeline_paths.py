@@ -1,5 +1,5 @@
-"""The pipeline's other paths, end to end: frames the detector skipped are only trusted when
-the detections on both sides of them succeeded; a file that ends stops its camera and a
+"""The pipeline's other paths, end to end: frames beside a failed detection fail closed and
+an unpaced source loses no frame; a file that ends stops its camera and a
 missing one fails it without touching the others; motion privacy mode needs no model; a full
 disk stops recording, not the camera."""
 
@@ -33,16 +33,18 @@ class FailsOnCall(Detector):
         return self.real.detect(image)
 
 
-def test_skipped_frames_beside_a_failed_detection_fail_closed(tmp_path, running) -> None:
+def test_frames_beside_a_failed_detection_fail_closed_and_none_is_lost(
+    tmp_path, running
+) -> None:
+    """An unpaced camera (every frame kept): the detector's 4th call fails. The frames that
+    lean on it are withheld (how many depends on which frames the schedule searched: the rule
+    itself is tested as pure logic in tests/unit/test_engine.py), the camera recovers, and
+    every frame read is delivered or withheld: none dropped, none passed on unchecked."""
     from edge.detectors.registry import build_detector
 
-    # Detection runs on frames 0, 3, 6, ... (after one warm-up call); its 4th call, on frame
-    # 6, fails. Frames 4-5 wait for it and frames 7-8 have nothing before them: all five
-    # must be withheld, no more.
     config = camera_config(
         tmp_path,
         [demo_camera(source={"type": "demo", "width": 320, "height": 180, "realtime": False})],
-        tracking={"detect_every": 3, "lookahead_frames": 2},
     )
     pipeline = running(
         Pipeline(
@@ -51,12 +53,20 @@ def test_skipped_frames_beside_a_failed_detection_fail_closed(tmp_path, running)
         )
     )
     wait_until(lambda: status_of(pipeline, "demo").frames_out >= 30, 60, "30 frames out")
-    assert sample(
+    withheld = sample(
         pipeline, "edgeblur_frames_withheld_total", camera="demo", reason="detector_error"
-    ) == 5
+    )
+    assert withheld >= 1
     status = status_of(pipeline, "demo")
     assert status.ready, status.reason
-    assert status.frames_withheld == 5
+    worker = pipeline.worker("demo")
+    assert worker is not None
+    pipeline.stop()
+    assert worker.frames_dropped == 0
+    assert worker.frames_in == worker.frames_out + worker.frames_withheld
+    assert worker.frames_withheld == sample(
+        pipeline, "edgeblur_frames_withheld_total", camera="demo", reason="detector_error"
+    )
 
 
 def test_file_end_stops_and_missing_file_fails_only_its_camera(
