@@ -179,7 +179,9 @@ def _observe_recording(worker: CameraWorker, log: RecordingLog) -> None:
 
     Wraps the public sink's write() on the instance; frames recorded before the wrap are
     missed, and fall in the warm-up anyway."""
-    sink = worker.recording_sink
+    # Before the one engine (to time the previous commit side by side), every delivered frame
+    # went to the recorder and then, on the same thread, to the snapshot sink.
+    sink = getattr(worker, "recording_sink", worker.snapshot)
     if sink is None:
         sys.exit(f"error: camera {worker.id} does not record")
     write = sink.write
@@ -199,7 +201,7 @@ def _wait_until_running(workers: dict[str, CameraWorker], logs: dict[str, Record
     waiting = dict(workers)
     while waiting:
         for camera_id, worker in list(waiting.items()):
-            if logs[camera_id].first.is_set() or worker.detections > 0:
+            if logs[camera_id].first.is_set() or getattr(worker, "detections", 0) > 0:
                 del waiting[camera_id]
         if waiting and time.monotonic() > deadline:
             camera_id, worker = next(iter(waiting.items()))
@@ -211,7 +213,8 @@ def _wait_until_running(workers: dict[str, CameraWorker], logs: dict[str, Record
 
 def _counters(worker: CameraWorker) -> tuple[int, int, int, int]:
     status = worker.status()
-    return status.frames_in, worker.frames_dropped, status.frames_withheld, worker.detections
+    return (status.frames_in, worker.frames_dropped, status.frames_withheld,
+            getattr(worker, "detections", 0))
 
 
 def _threads() -> int:
