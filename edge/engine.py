@@ -321,7 +321,7 @@ class IngestGovernor:
     Pure logic: the caller passes the clock."""
 
     def __init__(
-        self, budget_s: float, *, min_fps: float = 2.0, start_fps: float = 12.0,
+        self, budget_s: float, *, min_fps: float = 1.0, start_fps: float = 12.0,
         high: float = 0.7, low: float = 0.45, period_s: float = 1.0,
     ) -> None:
         self.budget_s = budget_s

@@ -67,12 +67,18 @@ def camera_config(tmp_path: Path, cameras: list[dict[str, Any]], **top: Any) -> 
     return EdgeblurConfig.model_validate(data)
 
 
+# Tests that are not about real time give frames this long to be checked, so a loaded test
+# machine makes them slower, not failed closed (the budget's own tests set theirs).
+TEST_BUDGET_MS = 5000.0
+
+
 def demo_camera(camera_id: str = "demo", **extra: Any) -> dict[str, Any]:
     """The built-in demo camera (real face photos) at WIDTHxHEIGHT, FPS, 1 s segments."""
     camera: dict[str, Any] = {
         "id": camera_id,
         "source": {"type": "demo", "width": WIDTH, "height": HEIGHT, "fps": FPS},
         "recording": {"segment_s": 1.0},
+        "latency_budget_ms": TEST_BUDGET_MS,
     }
     camera.update(extra)
     return camera

@@ -8,6 +8,7 @@ from __future__ import annotations
 from e2e_support import (
     FPS,
     HEIGHT,
+    TEST_BUDGET_MS,
     WIDTH,
     camera_config,
     decoded_images,
@@ -38,6 +39,7 @@ def test_no_face_is_detectable_in_anything_stored(
                 "id": "file",
                 "source": {"type": "file", "path": str(face_video), "loop": True},
                 "recording": {"segment_s": 1.0},
+                "latency_budget_ms": TEST_BUDGET_MS,
             },
         ],
     )
