@@ -1,5 +1,8 @@
 """Redacted H.264 MP4 segments on disk, one file per `segment_s` seconds of frames.
 
+The recorder muxes packets encoded once per camera (edge.media.H264Encoder), so the same
+encode feeds the recording and the live streams; written as a Sink it encodes for itself.
+
 Layout: `<directory>/<camera_id>/<YYYYmmdd-HHMMSS>-<seq>.mp4`, the time being the UTC wall
 clock when the segment's first frame arrived. A segment is written under a hidden temporary
 name (`.<YYYYmmdd-HHMMSS>-<seq>.part.mp4`) and renamed to its final name only once it has been
@@ -17,9 +20,10 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NoReturn
 
 from edge.errors import MediaError, SinkError
-from edge.media import H264Writer
+from edge.media import EncodedPacket, H264Encoder, H264PacketMuxer
 from edge.sinks.base import Sink
 from edge.sinks.retention import Retention
 from edge.types import RedactedFrame
@@ -33,21 +37,26 @@ _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
 @dataclass
 class _OpenSegment:
-    writer: H264Writer
+    writer: H264PacketMuxer
     temp: Path
     stamp: str  # YYYYmmdd-HHMMSS, UTC, when the first frame arrived
     seq: int
-    size: tuple[int, int]  # source (width, height) of its frames
+    generation: int  # the encoder that made its packets (a new one per frame size)
     first_timestamp: float  # frame timestamps, seconds
     last_timestamp: float
     frames: int = 0
 
 
 class SegmentRecorder(Sink):
-    """Records RedactedFrames into MP4 segments of `segment_s` seconds (by frame timestamps).
+    """Records encoded frames into MP4 segments of `segment_s` seconds (by frame timestamps).
 
-    A new segment starts when `segment_s` has elapsed since the first frame of the current
-    one, when the frame size changes, or when timestamps jump backwards (a source restarted).
+    Two ways in: `write_packet()` with the packets of the camera's one encoder (encode once,
+    fan out), or `write()` with RedactedFrames, which the recorder then encodes itself.
+
+    A segment starts at a keyframe: the first one once `segment_s` has elapsed since the
+    segment's first frame, or when the frame size changes, or when timestamps jump backwards
+    (a source restarted); the encoder forces a keyframe for the last two. Packets before the
+    first keyframe of a segment cannot be decoded alone and are dropped (counted).
     After each segment is finished, `retention.enforce()` runs.
 
     A full disk (ENOSPC/EDQUOT) or a storage quota that cannot be met puts the recorder in
@@ -56,8 +65,9 @@ class SegmentRecorder(Sink):
     `frames_dropped`) without raising until `resume()` or the next `start()`: the camera keeps
     running, only recording stops.
 
-    Threads: write() is called from the camera's pipeline thread; start(), stop() and resume()
-    may come from another thread (a lock serialises them). The counters and `state` may be
+    Threads: write() or write_packet() is called from one thread (the camera's output thread,
+    or the recorder's packet thread); start(), stop() and resume() may come from another
+    thread (a lock serialises them). The counters and `state` may be
     read from any thread.
     """
 
@@ -81,6 +91,7 @@ class SegmentRecorder(Sink):
         self.frames_written = 0  # frames in finished segments
         self.frames_dropped = 0  # frames lost to an error or a full disk, partial segments too
         self._segment: _OpenSegment | None = None
+        self._encoder: H264Encoder | None = None  # only when written frames, not packets
         self._seq = 0
         self._folder_ready = False  # created, and cleared of an earlier run's partial files
         self._lock = threading.Lock()
@@ -93,6 +104,7 @@ class SegmentRecorder(Sink):
                 return
             self.state = "recording"
             self._folder_ready = False
+            self._encoder = None
 
     def resume(self) -> None:
         """Record again after "disk_full" or "failed" (e.g. once space has been freed)."""
@@ -101,26 +113,57 @@ class SegmentRecorder(Sink):
                 self.state = "recording"
 
     def _write(self, frame: RedactedFrame) -> None:
+        """Encode the frame with the recorder's own encoder, then record it."""
         with self._lock:
-            if self.state in ("disk_full", "failed"):
+            if not self._accepting():
                 self.frames_dropped += 1
                 return
-            if self.state != "recording":
-                raise SinkError(f"camera {self.camera_id}: recorder is {self.state}, not started")
+            if self._encoder is None:
+                self._encoder = H264Encoder(self.fps)
             try:
-                segment = self._segment
-                if segment is not None and self._starts_new_segment(segment, frame):
-                    self._finish_segment()
-                if self._segment is None:
-                    self._segment = self._open_segment(frame)
-                segment = self._segment
-                segment.writer.write(frame)
-                self._check_segment_fits_quota(segment)
-                segment.frames += 1
-                segment.last_timestamp = frame.timestamp
-            except (MediaError, OSError, _QuotaUnreachable) as error:
+                packets = self._encoder.encode(frame)
+            except MediaError as error:
                 self.frames_dropped += 1
                 self._enter_error_state(error)
+            for packet in packets:
+                self._record(packet)
+
+    def write_packet(self, packet: EncodedPacket) -> None:
+        """Record one packet of the camera's encoder. Raises SinkError once per error
+        episode (see the class docstring), like write()."""
+        with self._lock:
+            if not self._accepting():
+                self.frames_dropped += 1
+                return
+            self._record(packet)
+
+    def _accepting(self) -> bool:
+        """False in an error state (the caller counts the frame as dropped); raises when the
+        recorder is not started."""
+        if self.state in ("disk_full", "failed"):
+            return False
+        if self.state != "recording":
+            raise SinkError(f"camera {self.camera_id}: recorder is {self.state}, not started")
+        return True
+
+    def _record(self, packet: EncodedPacket) -> None:
+        try:
+            segment = self._segment
+            if segment is not None and self._starts_new_segment(segment, packet):
+                self._finish_segment()
+            if self._segment is None:
+                if not packet.keyframe:
+                    self.frames_dropped += 1  # undecodable without its keyframe
+                    return
+                self._segment = self._open_segment(packet)
+            segment = self._segment
+            segment.writer.write(packet)
+            self._check_segment_fits_quota(segment)
+            segment.frames += 1
+            segment.last_timestamp = packet.timestamp
+        except (MediaError, OSError, _QuotaUnreachable) as error:
+            self.frames_dropped += 1
+            self._enter_error_state(error)
 
     def stop(self) -> None:
         """Flush and close the open segment and give it its final name. Idempotent.
@@ -128,6 +171,11 @@ class SegmentRecorder(Sink):
         A segment that cannot be closed is deleted and SinkError raised."""
         with self._lock:
             try:
+                encoder, self._encoder = self._encoder, None
+                if encoder is not None and self._segment is not None:
+                    for packet in encoder.flush():
+                        self._segment.writer.write(packet)
+                        self._segment.frames += 1
                 if self._segment is not None:
                     self._finish_segment()
             except (MediaError, OSError, _QuotaUnreachable) as error:
@@ -138,14 +186,15 @@ class SegmentRecorder(Sink):
                 if self.state != "idle":
                     self.state = "stopped"
 
-    def _starts_new_segment(self, segment: _OpenSegment, frame: RedactedFrame) -> bool:
-        return (
-            frame.timestamp - segment.first_timestamp >= self.segment_s
-            or frame.timestamp < segment.last_timestamp
-            or (frame.width, frame.height) != segment.size
+    def _starts_new_segment(self, segment: _OpenSegment, packet: EncodedPacket) -> bool:
+        if packet.generation != segment.generation:
+            return True  # a new encoder (frame size): its packets need their own file
+        return packet.keyframe and (
+            packet.timestamp - segment.first_timestamp >= self.segment_s
+            or packet.timestamp < segment.last_timestamp
         )
 
-    def _open_segment(self, frame: RedactedFrame) -> _OpenSegment:
+    def _open_segment(self, packet: EncodedPacket) -> _OpenSegment:
         if not self._folder_ready:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._remove_stale_temp_files()
@@ -153,15 +202,15 @@ class SegmentRecorder(Sink):
         stamp = datetime.fromtimestamp(time.time(), timezone.utc).strftime("%Y%m%d-%H%M%S")
         self._seq += 1
         temp = self.directory / f".{stamp}-{self._seq}.part.mp4"
-        writer = H264Writer(temp, frame.width, frame.height, self.fps)
+        writer = H264PacketMuxer(temp, packet, format="mp4")
         return _OpenSegment(
             writer=writer,
             temp=temp,
             stamp=stamp,
             seq=self._seq,
-            size=(frame.width, frame.height),
-            first_timestamp=frame.timestamp,
-            last_timestamp=frame.timestamp,
+            generation=packet.generation,
+            first_timestamp=packet.timestamp,
+            last_timestamp=packet.timestamp,
         )
 
     def _finish_segment(self) -> None:
@@ -210,9 +259,10 @@ class SegmentRecorder(Sink):
                 f"{self.retention.max_bytes}: raise max_bytes or shorten recording.segment_s"
             )
 
-    def _enter_error_state(self, error: Exception) -> None:
+    def _enter_error_state(self, error: Exception) -> NoReturn:
         """Delete the partial segment, stop recording and raise SinkError (once per episode)."""
         self._abort_segment()
+        self._encoder = None  # recording resumes with a fresh encoder, at a keyframe
         disk_full = isinstance(error, _QuotaUnreachable) or _is_disk_full(error)
         self.state = "disk_full" if disk_full else "failed"
         self.last_error = _describe(self.camera_id, error)

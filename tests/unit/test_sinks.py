@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from edge.errors import MediaError, SinkError
-from edge.media import H264Writer, probe, read_frames
+from edge.media import EncodedPacket, H264PacketMuxer, H264Writer, probe, read_frames
 from edge.redact import Redactor
 from edge.sinks import segments
 from edge.sinks.preview import MJPEG_BOUNDARY, PreviewSink, mjpeg_chunk
@@ -299,20 +299,20 @@ def _chained(cause: OSError) -> MediaError:
     ],
 )
 def test_write_error_mid_segment(tmp_path: Path, monkeypatch, error, state) -> None:
-    """ENOSPC at a chosen frame cannot be produced on demand: the writer raises it after
+    """ENOSPC at a chosen frame cannot be produced on demand: the muxer raises it after
     three real frames."""
 
-    class FailingWriter(H264Writer):
-        def write(self, frame: RedactedFrame) -> None:
-            if self.frames_written == 3:
+    class FailingWriter(H264PacketMuxer):
+        def write(self, packet: EncodedPacket) -> None:
+            if self.packets_written == 3:
                 raise error
-            super().write(frame)
+            super().write(packet)
 
     recorder = make_recorder(tmp_path, segment_s=1.0)
     recorder.start()
     for i in range(10):  # the first segment (0.0-0.9 s) closes normally
         recorder.write(gray_frame(100, i))
-    monkeypatch.setattr(segments, "H264Writer", FailingWriter)
+    monkeypatch.setattr(segments, "H264PacketMuxer", FailingWriter)
     for i in range(10, 13):
         recorder.write(gray_frame(100, i))
     with pytest.raises(SinkError) as raised:
@@ -330,7 +330,7 @@ def test_write_error_mid_segment(tmp_path: Path, monkeypatch, error, state) -> N
     assert len(list(read_frames(files[0]))) == 10
     assert not hidden_files(tmp_path)
 
-    monkeypatch.setattr(segments, "H264Writer", H264Writer)
+    monkeypatch.setattr(segments, "H264PacketMuxer", H264PacketMuxer)
     recorder.start()  # the next start records again
     recorder.write(gray_frame(100, 30))
     recorder.stop()
@@ -340,12 +340,12 @@ def test_write_error_mid_segment(tmp_path: Path, monkeypatch, error, state) -> N
 def test_segment_that_fails_to_close_is_deleted_and_reported(tmp_path: Path, monkeypatch) -> None:
     """A file whose index cannot be written (disk full at close) must not keep a final name."""
 
-    class UnfinishableWriter(H264Writer):
+    class UnfinishableWriter(H264PacketMuxer):
         def close(self) -> None:
             super().close()
             raise _chained(OSError(errno.ENOSPC, "No space left on device"))
 
-    monkeypatch.setattr(segments, "H264Writer", UnfinishableWriter)
+    monkeypatch.setattr(segments, "H264PacketMuxer", UnfinishableWriter)
     recorder = make_recorder(tmp_path)
     recorder.start()
     for i in range(3):
