@@ -26,12 +26,15 @@ from edge.types import Frame, RedactedFrame, require_redacted
 H264_OPTIONS = {"preset": "veryfast", "crf": "23"}
 _TIME_BASE = Fraction(1, 90000)
 PTS_HZ = 90000  # the clock of EncodedPacket.pts, as RTP's for video
-# Live encoding (the camera service): no B-frames and no look-ahead, so each frame leaves the
-# encoder as one packet at once (latency) with dts == pts (what RTSP recorders expect).
+# Live encoding (the camera service): no B-frames and no look-ahead, so a frame leaves the
+# encoder after a few frames at most (one per encoder thread) with dts == pts (what RTSP
+# recorders expect). Frame threads, not zerolatency's sliced threads: a frame cut into several
+# slices reached FFmpeg's RTSP client through gst-rtsp-server with slices lost (corrupt P-frames).
 # Keyframes are forced by capture time (H264Encoder), not by x264's frame count or scene cuts.
 LIVE_H264_OPTIONS = {
     **H264_OPTIONS,
     "tune": "zerolatency",
+    "x264-params": "sliced-threads=0",
     "bf": "0",
     "sc_threshold": "0",
     "forced-idr": "1",
@@ -215,7 +218,8 @@ class EncodedPacket:
 
 class H264Encoder:
     """Encodes RedactedFrames to H.264 packets once, for every output of a camera (recorder,
-    RTSP stream, push). Live settings (LIVE_H264_OPTIONS): one packet out per frame in.
+    RTSP stream, push). Live settings (LIVE_H264_OPTIONS): one packet per frame, a few frames
+    late (encode() may return none or several); flush() returns the rest.
 
     A keyframe (IDR with SPS/PPS) is forced on the first frame, every `keyframe_interval_s`
     seconds of capture time, when capture timestamps jump backwards (a source restarted) and
@@ -249,7 +253,7 @@ class H264Encoder:
         self.keyframes = 0
 
     def encode(self, frame: RedactedFrame) -> list[EncodedPacket]:
-        """The packets this frame produced (one, with live settings). Raises MediaError."""
+        """The packets that came out of the encoder after this frame. Raises MediaError."""
         frame = require_redacted(frame)
         width, height = frame.width - frame.width % 2, frame.height - frame.height % 2
         packets: list[EncodedPacket] = []
@@ -287,6 +291,11 @@ class H264Encoder:
 
     def close(self) -> None:
         self.flush()
+
+    @property
+    def frames_pending(self) -> int:
+        """Frames encoded whose packets have not come out yet."""
+        return len(self._pending)
 
     def _open(self, width: int, height: int) -> None:
         context = av.CodecContext.create("libx264", "w")

@@ -172,10 +172,9 @@ class SegmentRecorder(Sink):
         with self._lock:
             try:
                 encoder, self._encoder = self._encoder, None
-                if encoder is not None and self._segment is not None:
-                    for packet in encoder.flush():
-                        self._segment.writer.write(packet)
-                        self._segment.frames += 1
+                if encoder is not None and self._accepting():
+                    for packet in encoder.flush():  # the frames still inside the encoder
+                        self._record(packet)
                 if self._segment is not None:
                     self._finish_segment()
             except (MediaError, OSError, _QuotaUnreachable) as error:
@@ -262,7 +261,9 @@ class SegmentRecorder(Sink):
     def _enter_error_state(self, error: Exception) -> NoReturn:
         """Delete the partial segment, stop recording and raise SinkError (once per episode)."""
         self._abort_segment()
-        self._encoder = None  # recording resumes with a fresh encoder, at a keyframe
+        if self._encoder is not None:  # recording resumes with a fresh encoder, at a keyframe
+            self.frames_dropped += self._encoder.frames_pending
+            self._encoder = None
         disk_full = isinstance(error, _QuotaUnreachable) or _is_disk_full(error)
         self.state = "disk_full" if disk_full else "failed"
         self.last_error = _describe(self.camera_id, error)
