@@ -396,9 +396,18 @@ class H264PacketMuxer:
             )
         except av.FFmpegError as error:
             self._template.close()
-            raise MediaError(f"{_masked(self.target)}: cannot open: {error}") from error
+            raise MediaError(f"{_masked(self.target)}: cannot open: {_reason(error)}") from error
         self._stream = self._container.add_stream_from_template(self._template.streams.video[0])
         self._stream.time_base = _TIME_BASE
+        try:
+            self._container.start_encoding()  # the header now: a server that refuses, refuses here
+        except av.FFmpegError as error:
+            self._template.close()
+            try:
+                self._container.close()
+            except av.FFmpegError:
+                pass  # never opened; the error that matters is the one raised below
+            raise MediaError(f"{_masked(self.target)}: cannot open: {_reason(error)}") from error
 
     def write(self, packet: EncodedPacket) -> None:
         if self._container is None:
@@ -413,7 +422,7 @@ class H264PacketMuxer:
         try:
             self._container.mux(av_packet)
         except av.FFmpegError as error:
-            raise MediaError(f"{_masked(self.target)}: write failed: {error}") from error
+            raise MediaError(f"{_masked(self.target)}: write failed: {_reason(error)}") from error
         self.packets_written += 1
 
     def close(self) -> None:
@@ -425,9 +434,14 @@ class H264PacketMuxer:
         try:
             container.close()
         except av.FFmpegError as error:
-            raise MediaError(f"{_masked(self.target)}: cannot finish: {error}") from error
+            raise MediaError(f"{_masked(self.target)}: cannot finish: {_reason(error)}") from error
         finally:
             self._template.close()
+
+
+def _reason(error: av.FFmpegError) -> str:
+    """FFmpeg's reason without the file name or URL it carries (which may hold a password)."""
+    return str(error.strerror or type(error).__name__)
 
 
 def _masked(target: str) -> str:

@@ -125,9 +125,7 @@ class RtspServer:
             raise RuntimeError("RTSP server already running")
         if not os.access(SYSTEM_PYTHON, os.X_OK):
             raise RuntimeError(f"{SYSTEM_PYTHON} is missing; apt-get install {APT_PACKAGES}")
-        command = [SYSTEM_PYTHON, str(SERVER_SCRIPT), str(self.video), str(self.port)]
-        if self.credentials:
-            command.append(self.credentials)
+        command = self._command()
         self._process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True
         )
@@ -145,6 +143,12 @@ class RtspServer:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"RTSP server did not listen within {timeout_s:g} s: {self._stderr()}")
+
+    def _command(self) -> list[str]:
+        command = [SYSTEM_PYTHON, str(SERVER_SCRIPT), str(self.video), str(self.port)]
+        if self.credentials:
+            command.append(self.credentials)
+        return command
 
     def stop(self) -> None:
         process, self._process = self._process, None
@@ -177,3 +181,35 @@ class RtspServer:
             self.stop()
         finally:
             self._log.close()
+
+
+class RtspRecordServer(RtspServer):
+    """gst-rtsp-server accepting a publication (ANNOUNCE/RECORD, as MediaMTX does) at `url`;
+    each publication's H.264 lands in `directory`/received-N.h264 as it arrives.
+
+        with RtspRecordServer(tmp_path) as server:
+            ... publish to server.url ...
+            server.received_counters()   # the counter of every frame received so far
+    """
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        super().__init__(Path(directory), port)
+        self.directory = Path(directory)
+
+    def _command(self) -> list[str]:
+        return [SYSTEM_PYTHON, str(SERVER_SCRIPT), "--record", str(self.directory), str(self.port)]
+
+    def received_counters(self) -> list[int]:
+        """Counters (read_counter) of the frames received, publication by publication. A file
+        still being written may end in a partial frame; what decodes is counted."""
+        counters: list[int] = []
+        for path in sorted(self.directory.glob("received-*.h264")):
+            if path.stat().st_size == 0:
+                continue
+            try:
+                with av.open(str(path), format="h264") as container:
+                    for frame in container.decode(video=0):
+                        counters.append(read_counter(frame.to_ndarray(format="bgr24")))
+            except av.FFmpegError:
+                continue  # a truncated tail: the frames before it were counted
+        return counters

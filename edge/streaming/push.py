@@ -1,0 +1,169 @@
+"""Push: publish a camera's anonymised stream to an operator's RTSP server (MediaMTX, go2rtc,
+Wowza) with ANNOUNCE/RECORD over TCP, through FFmpeg's RTSP muxer (PyAV). The packets are the
+camera's one encode (edge.sinks.fanout); nothing is encoded again here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+
+from edge.errors import MediaError
+from edge.media import EncodedPacket, H264PacketMuxer
+
+log = logging.getLogger(__name__)
+
+# Push targets take their secrets from the same variables as camera URLs, and only in the
+# user:password part, so a URL can never send a secret to a host of its own choosing.
+SECRET_ENV_PREFIX = "EDGEBLUR_CAM_"
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_URL = re.compile(r"^(?P<head>rtsps?://)(?:(?P<userinfo>[^/?#]*)@)?(?P<rest>[^@]*)$", re.I)
+
+
+def check_push_url(url: str) -> str:
+    """Refuse a push URL that is not rtsp(s)://, or whose ${VAR} placeholders stand anywhere
+    but in the user:password part or name a variable outside EDGEBLUR_CAM_*. Returns url."""
+    match = _URL.match(url)
+    if match is None:
+        raise ValueError(
+            "must be rtsp://[user:password@]host[:port]/path (or rtsps://), with no '@' after "
+            "the host"
+        )
+    if "${" in match["head"] + match["rest"]:
+        raise ValueError("${VAR} placeholders may only stand in the user:password part")
+    for name in _PLACEHOLDER.findall(match["userinfo"] or ""):
+        if not name.startswith(SECRET_ENV_PREFIX):
+            raise ValueError(
+                f"${{{name}}}: secrets are read only from variables named {SECRET_ENV_PREFIX}*"
+            )
+    return url
+
+
+def expand_push_url(template: str) -> str:
+    """The URL with each ${VAR} of its user:password part read from the environment (at each
+    connection, so a rotated password is picked up). MediaError naming an unset variable."""
+
+    def value(found: re.Match[str]) -> str:
+        name = found.group(1)
+        if name not in os.environ:
+            raise MediaError(f"push: environment variable {name} is not set")
+        return os.environ[name].replace("@", "%40").replace("/", "%2F")
+
+    check_push_url(template)
+    head, _, rest = template.partition("://")
+    if "@" not in rest:
+        return template
+    userinfo, _, host = rest.rpartition("@")
+    return f"{head}://{_PLACEHOLDER.sub(value, userinfo)}@{host}"
+
+
+def mask_url(url: str) -> str:
+    match = _URL.match(url)
+    if match is None or match["userinfo"] is None:
+        return url
+    return f"{match['head']}***@{match['rest']}"
+
+
+class RtspPushConsumer:
+    """Publishes packets to `url` (a template: ${VAR} in its userinfo). A PacketConsumer for
+    edge.sinks.fanout.PacketOutput, so it runs on its own thread behind its own queue.
+
+    A connection opens at a keyframe. When it cannot be opened or a write fails (the server
+    went away), the packets are dropped (counted) until the back-off has passed, then it
+    reconnects at the next keyframe; the back-off doubles from `min_backoff_s` to
+    `max_backoff_s` and starts again after a connection that worked.
+
+    state: "idle" | "connected" | "waiting" (for the back-off) | "stopped"; `last_error` says
+    why it is not connected, credentials masked.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        transport: str = "tcp",
+        timeout_s: float = 5.0,
+        min_backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = check_push_url(url)
+        self.transport = transport
+        self.timeout_s = timeout_s
+        self.min_backoff_s = min_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._clock = clock
+        self.state = "idle"
+        self.last_error = ""
+        self.connects = 0
+        self.failures = 0
+        self.packets_dropped = 0  # while disconnected or waiting for a keyframe
+        self._muxer: H264PacketMuxer | None = None
+        self._backoff_s = min_backoff_s
+        self._retry_at = 0.0
+
+    @property
+    def label(self) -> str:
+        return mask_url(self.url)
+
+    def open(self) -> None:
+        self.state = "idle"
+
+    def consume(self, packet: EncodedPacket) -> None:
+        if self._muxer is None and not self._connect(packet):
+            self.packets_dropped += 1
+            return
+        assert self._muxer is not None
+        try:
+            self._muxer.write(packet)
+        except MediaError as error:
+            self._lost(error)
+            self.packets_dropped += 1
+            return
+        if self._muxer.packets_written >= 2:
+            self._backoff_s = self.min_backoff_s  # it works: the next fault retries soon
+
+    def close(self) -> None:
+        muxer, self._muxer = self._muxer, None
+        self.state = "stopped"
+        if muxer is not None:
+            try:
+                muxer.close()
+            except MediaError as error:
+                log.info("push %s: closing: %s", self.label, error)
+
+    def _connect(self, packet: EncodedPacket) -> bool:
+        if not packet.keyframe or self._clock() < self._retry_at:
+            return False
+        try:
+            self._muxer = H264PacketMuxer(
+                expand_push_url(self.url),
+                packet,
+                format="rtsp",
+                options={"rtsp_transport": self.transport},
+                timeout_s=self.timeout_s,
+            )
+        except MediaError as error:
+            self._lost(error)
+            return False
+        self.connects += 1
+        self.state = "connected"
+        self.last_error = ""
+        log.info("push %s: connected", self.label)
+        return True
+
+    def _lost(self, error: MediaError) -> None:
+        muxer, self._muxer = self._muxer, None
+        if muxer is not None:
+            try:
+                muxer.close()
+            except MediaError:
+                pass  # the connection is gone; nothing left to finish
+        self.failures += 1
+        self.state = "waiting"
+        self.last_error = mask_url(str(error))
+        self._retry_at = self._clock() + self._backoff_s
+        log.warning("push %s: %s; retrying in %g s", self.label, self.last_error, self._backoff_s)
+        self._backoff_s = min(self._backoff_s * 2, self.max_backoff_s)
