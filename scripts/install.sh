@@ -19,7 +19,11 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # opencv-contrib-python needs libGL.so.1, libgthread/libglib-2.0 and libxcb.so.1; mediapipe
 # (the blazeface extra) needs libEGL.so.1 and libGLESv2.so.2. PyAV bundles its own FFmpeg.
 # ca-certificates: `edgeblur models fetch` downloads over HTTPS.
-RUNTIME_PACKAGES="ca-certificates libgl1 libglib2.0-0 libxcb1 libegl1 libgles2"
+# The RTSP server of `edgeblur serve` (rtsp://HOST:8554/<camera>) is GStreamer's
+# gst-rtsp-server, run by Debian's python3 through PyGObject: python3-gi, its typelib, and the
+# plugins its pipeline uses (appsrc from -base, rtph264pay and the RTP session from -good).
+RUNTIME_PACKAGES="ca-certificates libgl1 libglib2.0-0 libxcb1 libegl1 libgles2 \
+python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good"
 # What CI and the tests run for real: make (`make test`), the ffmpeg CLI, a GStreamer RTSP
 # server on loopback (through PyGObject), and Chromium with its driver for the dashboard's
 # Selenium tests.
