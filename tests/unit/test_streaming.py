@@ -48,6 +48,7 @@ class Camera:
         rng = np.random.default_rng(1)
         self._noise = [rng.integers(0, 256, (height, width, 3), np.uint8) for _ in range(5)]
         self.noise = noise
+        self.clock_offset = 0.0  # set below 0 mid-run: timestamps jump back (source restarted)
         self.written = 0
         self.longest_write_s = 0.0
         self._stop = threading.Event()
@@ -62,7 +63,8 @@ class Camera:
             else:
                 image = counter_frame(self.written % 4096, self.width, self.height)
             frame = _redactor.redact(
-                Frame(image, self.written, time.monotonic()), Detections.empty()
+                Frame(image, self.written, time.monotonic() + self.clock_offset),
+                Detections.empty(),
             )
             started = time.monotonic()
             self.sink.write(frame)
@@ -297,6 +299,32 @@ def test_a_stalled_viewer_holds_up_neither_the_camera_nor_the_other_viewers(
     assert recorder.frames_dropped == 0
     assert recording.stats().packets_dropped == 0
     assert camera.longest_write_s < HANG_GUARD_S / 3  # never held up for long
+
+
+@pytest.mark.parametrize("change", ["timestamps-restart", "frame-size"])
+def test_viewers_go_on_when_the_camera_source_restarts(
+    rtsp_server: RtspServer, change: str
+) -> None:
+    sink = EncodedOutputsSink("door", FPS, [PacketOutput("rtsp", rtsp_server.mount("door"))])
+    with Camera(sink) as camera:
+        viewer = Viewer(stream_url(rtsp_server, "door"))
+        try:
+            wait_until(lambda: len(viewer.counters) >= FPS, HANG_GUARD_S, "frames before")
+            if change == "timestamps-restart":
+                camera.clock_offset = -3600.0
+            else:
+                camera.width, camera.height = 352, 288
+            restarted_at = camera.written
+            wait_until(
+                lambda: (
+                    viewer.error or (viewer.counters and viewer.counters[-1] > restarted_at + FPS)
+                ),
+                HANG_GUARD_S,
+                "frames after the source restarted",
+            )
+        finally:
+            viewer.close()
+    assert viewer.error is None, viewer.error
 
 
 def test_push_reaches_a_record_server_and_resumes_after_it_restarts(tmp_path: Path) -> None:
