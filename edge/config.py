@@ -14,6 +14,7 @@ from edge.motion import MotionConfig
 from edge.redact import RedactionConfig
 from edge.sources.demo import DemoSourceConfig
 from edge.sources.registry import SourceConfig
+from edge.streaming.config import RtspServerConfig, StreamOutputConfig
 from edge.tracking.settings import TrackingConfig, check_lookahead
 from edge.urls import mask_credentials  # noqa: F401 - used by the service through here
 
@@ -121,6 +122,10 @@ class CameraConfig(_Strict):
     )
     motion: MotionConfig = Field(default_factory=MotionConfig)
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    stream: StreamOutputConfig = Field(
+        default_factory=StreamOutputConfig,
+        description="Live outputs: the RTSP mount rtsp://HOST:PORT/<id> and pushes.",
+    )
 
 
 class StorageConfig(_Strict):
@@ -150,6 +155,10 @@ class ServiceConfig(_Strict):
     )
     max_body_bytes: int = Field(
         256 * 1024, ge=1024, le=16 * 1024**2, description="Larger request bodies are refused."
+    )
+    rtsp: RtspServerConfig = Field(
+        default_factory=RtspServerConfig,
+        description="The RTSP server for every camera's anonymised stream, bound to host.",
     )
 
 
