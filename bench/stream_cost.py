@@ -57,7 +57,10 @@ import sys, time, av, numpy as np
 BITS, BLOCK = 12, 16
 url, seconds = sys.argv[1], float(sys.argv[2])
 end = None
-with av.open(url, options={"rtsp_transport": "tcp"}, timeout=30) as container:
+# Little probing: FFmpeg would otherwise buffer seconds of packets before the first frame and
+# keep that backlog as latency of its own.
+options = {"rtsp_transport": "tcp", "analyzeduration": "200000", "probesize": "65536"}
+with av.open(url, options=options, timeout=30) as container:
     for frame in container.decode(video=0):
         now = time.monotonic()
         end = end or now + seconds
@@ -149,7 +152,7 @@ def run(images: list[np.ndarray], fps: float, seconds: float, stream: bool) -> d
         latencies: list[float] = []
         if viewer is not None:
             out, _ = viewer.communicate(timeout=seconds + 60)
-            for line in out.splitlines()[int(fps) :]:  # past the burst from the last keyframe
+            for line in out.splitlines()[2 * int(fps) :]:  # past the burst from the keyframe
                 number, when = line.split()
                 if int(number) in captured:
                     latencies.append(float(when) - captured[int(number)])
