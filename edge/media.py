@@ -375,7 +375,8 @@ def h264_stream_template(keyframe: EncodedPacket) -> av.container.InputContainer
 class H264PacketMuxer:
     """Muxes EncodedPackets (already encoded once, for every output) into a container: an MP4
     segment, or an RTSP publication (`format="rtsp"`). The first packet must be a keyframe;
-    pts start from 0 at it. Raises MediaError (the OS error chained as its cause)."""
+    pts start from 0 at it. Raises MediaError (the OS error chained as its cause), naming the
+    target by `label` (pass a URL's masked form)."""
 
     def __init__(
         self,
@@ -384,8 +385,10 @@ class H264PacketMuxer:
         format: str = "mp4",
         options: dict[str, str] | None = None,
         timeout_s: float | None = None,
+        label: str | None = None,
     ) -> None:
         self.target = str(target)
+        self.label = label or self.target  # for messages: a URL with its password masked
         self._template = h264_stream_template(keyframe)
         self._base_pts = keyframe.pts
         self._last_pts = -1
@@ -396,7 +399,7 @@ class H264PacketMuxer:
             )
         except av.FFmpegError as error:
             self._template.close()
-            raise MediaError(f"{_masked(self.target)}: cannot open: {_reason(error)}") from error
+            raise MediaError(f"{self.label}: cannot open: {_reason(error)}") from error
         self._stream = self._container.add_stream_from_template(self._template.streams.video[0])
         self._stream.time_base = _TIME_BASE
         try:
@@ -407,11 +410,11 @@ class H264PacketMuxer:
                 self._container.close()
             except av.FFmpegError:
                 pass  # never opened; the error that matters is the one raised below
-            raise MediaError(f"{_masked(self.target)}: cannot open: {_reason(error)}") from error
+            raise MediaError(f"{self.label}: cannot open: {_reason(error)}") from error
 
     def write(self, packet: EncodedPacket) -> None:
         if self._container is None:
-            raise MediaError(f"{_masked(self.target)}: muxer already closed")
+            raise MediaError(f"{self.label}: muxer already closed")
         pts = max(packet.pts - self._base_pts, self._last_pts + 1)
         self._last_pts = pts
         av_packet = av.Packet(packet.data)
@@ -422,7 +425,7 @@ class H264PacketMuxer:
         try:
             self._container.mux(av_packet)
         except av.FFmpegError as error:
-            raise MediaError(f"{_masked(self.target)}: write failed: {_reason(error)}") from error
+            raise MediaError(f"{self.label}: write failed: {_reason(error)}") from error
         self.packets_written += 1
 
     def close(self) -> None:
@@ -434,7 +437,7 @@ class H264PacketMuxer:
         try:
             container.close()
         except av.FFmpegError as error:
-            raise MediaError(f"{_masked(self.target)}: cannot finish: {_reason(error)}") from error
+            raise MediaError(f"{self.label}: cannot finish: {_reason(error)}") from error
         finally:
             self._template.close()
 
@@ -442,11 +445,3 @@ class H264PacketMuxer:
 def _reason(error: av.FFmpegError) -> str:
     """FFmpeg's reason without the file name or URL it carries (which may hold a password)."""
     return str(error.strerror or type(error).__name__)
-
-
-def _masked(target: str) -> str:
-    """A target URL with any credentials masked, for messages."""
-    if "://" in target and "@" in target:
-        scheme, rest = target.split("://", 1)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return target

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from edge.errors import MediaError
 from edge.media import EncodedPacket, H264PacketMuxer
+from edge.urls import mask_credentials
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,8 @@ def expand_push_url(template: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    match = _URL.match(url)
-    if match is None or match["userinfo"] is None:
-        return url
-    return f"{match['head']}***@{match['rest']}"
+    """A URL, or a message quoting one, with the credentials masked."""
+    return mask_credentials(url)
 
 
 class RtspPushConsumer:
@@ -144,6 +143,7 @@ class RtspPushConsumer:
                 format="rtsp",
                 options={"rtsp_transport": self.transport},
                 timeout_s=self.timeout_s,
+                label=self.label,
             )
         except MediaError as error:
             self._lost(error)
