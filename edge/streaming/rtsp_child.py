@@ -154,6 +154,7 @@ def serve_stdin(server: Any, mounts: dict[str, Mount], permissions: Any, loop: A
             if kind == MOUNT and name not in mounts:
                 mounts[name] = Mount(name, permissions)
                 points.add_factory(f"/{name}", mounts[name].factory)
+                emit({"event": "mounted", "mount": name})
             elif kind == UNMOUNT and name in mounts:
                 points.remove_factory(f"/{name}")
                 del mounts[name]

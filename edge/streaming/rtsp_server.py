@@ -41,6 +41,8 @@ USER = "edgeblur"  # the RTSP user name; the password is the service's token
 HEADER = struct.Struct("!BBBqI")
 MOUNT, UNMOUNT, PACKET = 1, 2, 3
 KEYFRAME = 1
+# How a child without the GStreamer bindings or typelibs ends (its last line on stderr).
+_NO_BINDINGS = ("No module named 'gi'", "Namespace", "typelib", "gi.repository")
 PIPE_BYTES = 1 << 20  # the stdin pipe's buffer: a few frames of 1080p, so a busy child is no stall
 
 
@@ -86,6 +88,7 @@ class RtspServer:
         self.restarts = 0
         self._mounts: set[str] = set()
         self._viewers: dict[str, int] = {}
+        self._mounted: set[str] = set()  # mounts the child has confirmed
         self._lock = threading.Lock()  # state, mounts, viewers
         self._write_lock = threading.Lock()  # the child's stdin
         self._process: subprocess.Popen[bytes] | None = None
@@ -135,6 +138,11 @@ class RtspServer:
         edge.sinks.fanout.PacketOutput)."""
         return RtspMount(self, camera_id)
 
+    def is_mounted(self, camera_id: str) -> bool:
+        """True once the server answers for /<camera_id> (viewers earlier get 404)."""
+        with self._lock:
+            return camera_id in self._mounted
+
     def viewers(self, camera_id: str) -> int:
         with self._lock:
             return self._viewers.get(camera_id, 0)
@@ -158,6 +166,7 @@ class RtspServer:
     def _remove_mount(self, camera_id: str) -> None:
         with self._lock:
             self._mounts.discard(camera_id)
+            self._mounted.discard(camera_id)
             self._viewers.pop(camera_id, None)
         self._send(UNMOUNT, camera_id)
 
@@ -239,9 +248,10 @@ class RtspServer:
             stderr.join(5)
             with self._lock:
                 self._viewers.clear()
+                self._mounted.clear()
             if self.state == "starting" and not self._stopping.is_set():
                 reason = self._last_error()
-                if "gi" in reason or "Namespace" in reason or "No module" in reason:
+                if any(sign in reason for sign in _NO_BINDINGS):
                     self._set_state("unavailable", self._missing_engine(reason))
                 self._ready.set()  # start() stops waiting; state says why
 
@@ -259,6 +269,10 @@ class RtspServer:
                 mounts = sorted(self._mounts)
             for camera_id in mounts:  # again, after a restart
                 self._send(MOUNT, camera_id)
+        elif event.get("event") == "mounted":
+            with self._lock:
+                if str(event.get("mount")) in self._mounts:
+                    self._mounted.add(str(event.get("mount")))
         elif event.get("event") == "viewers":
             with self._lock:
                 self._viewers[str(event.get("mount"))] = int(event.get("count", 0))

@@ -74,6 +74,13 @@ class Camera:
     def __enter__(self) -> Camera:
         self.sink.start()
         self._thread.start()
+        # Every output has taken a packet: an RTSP mount exists only once its output runs
+        # (a viewer earlier than that is answered 404, as by a camera still booting).
+        wait_until(
+            lambda: all(s.packets_sent for s in self.sink.stats()),
+            HANG_GUARD_S,
+            "the first packet at every output",
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -109,6 +116,9 @@ def read_counters(url: str, frames: int) -> list[int]:
 
 
 def stream_url(server: RtspServer, camera: str, password: str | None = TOKEN) -> str:
+    """The camera's URL, once the server answers for it."""
+    if camera != "nobody":
+        wait_until(lambda: server.is_mounted(camera), HANG_GUARD_S, f"/{camera} mounted")
     credentials = f"{USER}:{password}@" if password is not None else ""
     return f"rtsp://{credentials}127.0.0.1:{server.port}/{camera}"
 
@@ -270,7 +280,7 @@ def test_a_stalled_viewer_holds_up_neither_the_camera_nor_the_other_viewers(
     recording = PacketOutput("recording", RecorderConsumer(recorder))
     sink = EncodedOutputsSink("door", FPS, [recording, stream])
     with Camera(sink, 480, 360, noise=True) as camera:
-        wait_until(lambda: camera.written >= 5, HANG_GUARD_S, "the camera running")
+        stream_url(rtsp_server, "door")  # mounted
         stalled = StalledViewer("door", rtsp_server.port, TOKEN)
         early: Viewer | None = None
         try:
