@@ -30,6 +30,8 @@ class CameraStatus:
     faces_redacted: int
     detections_per_s: float = 0.0  # detector runs on this camera's frames, recent average
     frames_dropped: int = 0  # frames dropped at ingest to keep the rate the box can check
+    stream_url: str = ""  # the anonymised RTSP stream, without credentials; "" when off
+    stream: str = "off"  # "serving (N viewers)", "off", or the server's state and why not
 
 
 class Control(Protocol):

@@ -132,6 +132,25 @@ class PipelineMetrics:
         self.sink_errors = Counter(
             "edgeblur_sink_errors", "Errors raised by a sink.", ["camera", "sink"], registry=r
         )
+        # Encoded outputs count on their own threads; these mirror their counters at scrape.
+        self.output_frames_sent = Gauge(
+            "edgeblur_output_frames_sent",
+            "Frames an encoded output (recording, rtsp, push-N) passed on since its camera "
+            "(re)started.",
+            ["camera", "output"],
+            registry=r,
+        )
+        self.output_frames_dropped = Gauge(
+            "edgeblur_output_frames_dropped",
+            "Frames an encoded output dropped since its camera (re)started: a stalled viewer or "
+            "an unreachable push target drops its own frames, never the camera's.",
+            ["camera", "output"],
+            registry=r,
+        )
+        self.stream_viewers = Gauge(
+            "edgeblur_stream_viewers", "RTSP viewers of the camera's anonymised stream.",
+            ["camera"], registry=r,
+        )
         self.camera_up = Gauge(
             "edgeblur_camera_up", "1 while the camera is in state running.", ["camera"], registry=r
         )
@@ -147,6 +166,17 @@ class PipelineMetrics:
             ["camera"],
             registry=r,
         )
+
+    def set_outputs(self, outputs: dict[str, list[tuple[str, int, int]]]) -> None:
+        """Per camera, (output, frames sent, frames dropped) of each encoded output, and the
+        stream's viewers (output "rtsp"), as of now. Replaces the previous values, so outputs
+        of cameras gone or restarted without them disappear."""
+        self.output_frames_sent.clear()
+        self.output_frames_dropped.clear()
+        for camera_id, stats in outputs.items():
+            for name, sent, dropped in stats:
+                self.output_frames_sent.labels(camera_id, name).set(sent)
+                self.output_frames_dropped.labels(camera_id, name).set(dropped)
 
     def camera(self, camera_id: str) -> CameraMetrics:
         """Bind to one camera and create its series at zero, so dashboards see them from the
@@ -172,7 +202,10 @@ class PipelineMetrics:
             self.sink_errors.labels(camera_id, sink)
         return CameraMetrics(camera_id, self)
 
-    def set_status(self, camera_id: str, *, up: bool, ready: bool, fps: float) -> None:
+    def set_status(
+        self, camera_id: str, *, up: bool, ready: bool, fps: float, viewers: int = 0
+    ) -> None:
+        self.stream_viewers.labels(camera_id).set(viewers)
         self.camera_up.labels(camera_id).set(1 if up else 0)
         self.camera_ready.labels(camera_id).set(1 if ready else 0)
         self.camera_fps.labels(camera_id).set(fps)
@@ -191,6 +224,7 @@ class PipelineMetrics:
             self.camera_up,
             self.camera_ready,
             self.camera_fps,
+            self.stream_viewers,
         ):
             _remove(family, camera_id)
         for reason in FAIL_REASONS:

@@ -44,12 +44,15 @@ from edge.models import ModelStore
 from edge.motion import MotionMasker
 from edge.redact import Redactor
 from edge.sinks.base import Sink
+from edge.sinks.fanout import EncodedOutputsSink, OutputStats, PacketOutput, RecorderConsumer
 from edge.sinks.preview import PreviewSink
 from edge.sinks.retention import Retention
 from edge.sinks.segments import SegmentRecorder
 from edge.sinks.snapshot import SnapshotSink
 from edge.sources.base import Source
 from edge.sources.registry import build_source
+from edge.streaming.push import RtspPushConsumer
+from edge.streaming.rtsp_server import RtspServer
 from edge.types import Frame, RedactedFrame
 
 log = logging.getLogger(__name__)
@@ -98,27 +101,52 @@ class _Episode:
         self.count = 0
 
 
-class _Recording(Sink):
-    """The camera's SegmentRecorder, made on the first frame, when the source has said its
-    frame rate (the encoder's nominal rate; timestamps come from capture times)."""
+class _EncodedOutputs(Sink):
+    """The camera's H.264 outputs behind one encoder (edge.sinks.fanout): the segment
+    recording, the RTSP mount that viewers pull, and pushes to other servers. Made on the first
+    frame, when the source has said its frame rate (the encoder's nominal rate; timestamps
+    come from capture times)."""
 
-    def __init__(self, worker: CameraWorker) -> None:
+    def __init__(self, worker: CameraWorker, rtsp: RtspServer | None) -> None:
         self._worker = worker
+        self._rtsp = rtsp
         self.recorder: SegmentRecorder | None = None
+        self.fanout: EncodedOutputsSink | None = None
 
     def _write(self, frame: RedactedFrame) -> None:
-        if self.recorder is None:
-            worker = self._worker
+        if self.fanout is None:
+            self.fanout = self._build(self._worker.fps_hint or DEFAULT_FPS)
+            self.fanout.start()
+        self.fanout.write(frame)
+
+    def _build(self, fps: float) -> EncodedOutputsSink:
+        worker, camera = self._worker, self._worker.camera
+        outputs = []
+        if camera.recording.enabled:
             self.recorder = SegmentRecorder(
-                worker.recordings_dir, worker.id, worker.camera.recording.segment_s,
-                worker.fps_hint or DEFAULT_FPS, worker.retention,
+                worker.recordings_dir, worker.id, camera.recording.segment_s, fps,
+                worker.retention,
             )
-            self.recorder.start()
-        self.recorder.write(frame)
+            outputs.append(PacketOutput("recording", RecorderConsumer(self.recorder),
+                                        depth=max(8, int(4 * fps))))
+        if self._rtsp is not None and camera.stream.serve:
+            outputs.append(PacketOutput("rtsp", self._rtsp.mount(worker.id),
+                                        depth=camera.stream.queue_frames))
+        for number, push in enumerate(p for p in camera.stream.push if p.enabled):
+            outputs.append(PacketOutput(
+                f"push-{number}",
+                RtspPushConsumer(push.url, push.transport, push.timeout_s,
+                                 max_backoff_s=push.max_backoff_s),
+                depth=push.queue_frames,
+            ))
+        return EncodedOutputsSink(worker.id, fps, outputs, camera.stream.keyframe_interval_s)
+
+    def stats(self) -> list[OutputStats]:
+        return self.fanout.stats() if self.fanout is not None else []
 
     def stop(self) -> None:
-        if self.recorder is not None:
-            self.recorder.stop()
+        if self.fanout is not None:
+            self.fanout.stop()
 
 
 class CameraWorker:
@@ -138,6 +166,7 @@ class CameraWorker:
         detector: SharedDetector,
         metrics: CameraMetrics,
         retention: Retention,
+        rtsp: RtspServer | None = None,
     ) -> None:
         self.camera = camera
         self.id = camera.id
@@ -149,8 +178,13 @@ class CameraWorker:
         self._stop = threading.Event()
         self.snapshot = SnapshotSink()
         self.preview = PreviewSink(PREVIEW_MAX_FPS)
-        # The recording output (None when off); benchmarks wrap its write() to time frames.
-        self.recording_sink = _Recording(self) if camera.recording.enabled else None
+        self._rtsp = rtsp if camera.stream.serve else None
+        # The encoded outputs: recording, RTSP stream, pushes (None when all are off);
+        # benchmarks wrap its write() to time frames.
+        encoded = camera.recording.enabled or self._rtsp is not None or any(
+            p.enabled for p in camera.stream.push
+        )
+        self.recording_sink = _EncodedOutputs(self, self._rtsp) if encoded else None
         self.fps_hint: float | None = None
         redactor = Redactor(config.redaction)
         # Sources not paced in real time (files, demo with realtime: false) are read for every
@@ -309,6 +343,7 @@ class CameraWorker:
             else:
                 reason = ""
             recorder = self.recorder
+            stream_url, stream = self._stream_status()
             return CameraStatus(
                 id=self.id,
                 enabled=True,
@@ -318,7 +353,7 @@ class CameraWorker:
                 reason=reason,
                 last_error=self._last_error,
                 recording=recorder.state if recorder is not None else (
-                    "idle" if self.recording_sink is not None else "off"
+                    "idle" if self.camera.recording.enabled else "off"
                 ),
                 frames_in=self.frames_in,
                 frames_out=self.frames_out,
@@ -326,7 +361,25 @@ class CameraWorker:
                 faces_redacted=self.faces_redacted,
                 detections_per_s=round(detections_per_s, 2),
                 frames_dropped=self.frames_dropped,
+                stream_url=stream_url,
+                stream=stream,
             )
+
+    def _stream_status(self) -> tuple[str, str]:
+        """(the anonymised stream's URL, without credentials; its state, and why when it is
+        not served)."""
+        rtsp = self._rtsp
+        if rtsp is None:
+            return "", "off"
+        if rtsp.serving:
+            if rtsp.is_mounted(self.id):
+                return rtsp.url(self.id), f"serving ({rtsp.viewers(self.id)} viewers)"
+            return rtsp.url(self.id), "starting: waiting for the camera's first frame"
+        return rtsp.url(self.id), f"{rtsp.state}: {rtsp.status}"
+
+    def output_stats(self) -> list[OutputStats]:
+        """Frames sent and dropped by each encoded output (recording, stream, pushes)."""
+        return self.recording_sink.stats() if self.recording_sink is not None else []
 
     def _set(self, **fields: object) -> None:
         with self._lock:
@@ -530,6 +583,8 @@ class Pipeline:
     only: the service writes it. `detector_factory` builds a detector from a detector
     config and the model store (tests pass one producing faults a real detector cannot); the
     cameras share the detectors it builds, one per distinct detector config.
+    `stream_password` (the API token) guards the RTSP streams served on `stream_host`
+    (default: service.host); without it they are served on a loopback address only.
     """
 
     def __init__(
@@ -538,9 +593,14 @@ class Pipeline:
         config_path: Path | None = None,
         *,
         detector_factory: DetectorFactory = build_detector,
+        stream_password: str | None = None,
+        stream_host: str | None = None,
     ) -> None:
         self._config = config
         self._config_path = config_path
+        self._stream_password = stream_password
+        self._stream_host = stream_host or config.service.host
+        self._rtsp: RtspServer | None = None
         self._detector_factory = detector_factory
         self._metrics = PipelineMetrics()
         self._store = ModelStore(config.models.cache_dir)
@@ -572,6 +632,7 @@ class Pipeline:
                     return
                 self._started = True
                 config = self._config
+            self._start_rtsp(config)
             for camera in config.cameras:
                 if camera.enabled:
                     self._start_worker(camera)
@@ -599,6 +660,9 @@ class Pipeline:
             janitor, self._janitor = self._janitor, None
             self._stop_workers(workers)
             self._close_detector()
+            rtsp, self._rtsp = self._rtsp, None
+            if rtsp is not None:
+                rtsp.stop()
             if janitor is not None:
                 janitor.join(STOP_JOIN_S)
         log.info("pipeline stopped")
@@ -613,9 +677,27 @@ class Pipeline:
                 detector=self._detector,
                 metrics=self._metrics.camera(camera.id),
                 retention=self._retention,
+                rtsp=self._rtsp,
             )
             self._workers[camera.id] = worker
         worker.start()
+
+    def _start_rtsp(self, config: EdgeblurConfig) -> None:
+        """The RTSP server every camera's stream is mounted on (service.rtsp). A missing
+        engine or a busy port never stops the cameras: the server's status says why."""
+        settings = config.service.rtsp
+        if not settings.enabled:
+            return
+        self._rtsp = RtspServer(
+            self._stream_host, settings.port, password=self._stream_password,
+            python=settings.python, max_threads=settings.max_threads,
+        )
+        self._rtsp.start()
+        if self._rtsp.serving:
+            log.info("anonymised streams on rtsp://%s:%d/<camera-id>", self._stream_host,
+                     settings.port)
+        else:
+            log.warning("no RTSP streams are served: %s", self._rtsp.status)
 
     def _close_detector(self) -> None:
         with self._lock:
@@ -676,12 +758,20 @@ class Pipeline:
         statuses = self.health()
         with self._lock:  # so a camera removed meanwhile does not get its gauges back
             configured = {camera.id for camera in self._config.cameras}
+            workers = dict(self._workers)
+            rtsp = self._rtsp
             for status in statuses:
                 if status.id in configured:
                     self._metrics.set_status(
                         status.id, up=status.state == "running", ready=status.ready,
                         fps=status.fps,
+                        viewers=rtsp.viewers(status.id) if rtsp is not None else 0,
                     )
+            self._metrics.set_outputs({
+                camera_id: [(o.name, o.packets_sent, o.packets_dropped)
+                            for o in worker.output_stats()]
+                for camera_id, worker in workers.items()
+            })
         return self._metrics.render()
 
     def config(self) -> EdgeblurConfig:

@@ -115,6 +115,14 @@ class CameraStatusOut(BaseModel):
         description="off (no recorder) | idle | recording | disk_full | failed | stopped. A full "
         "disk stops recording, not redaction: the camera stays ready."
     )
+    stream_url: str = Field(
+        "", description="The anonymised RTSP stream (user `edgeblur`, password: the API "
+        "token); empty when the camera serves none."
+    )
+    stream: str = Field(
+        "off", description="The stream's state: serving (with its viewers), off, or why it "
+        "is not served."
+    )
     counters: CameraCounters
 
     @classmethod
@@ -130,6 +138,8 @@ class CameraStatusOut(BaseModel):
             reason=mask_credentials(status.reason),
             last_error=mask_credentials(status.last_error),
             recording=status.recording,
+            stream_url=status.stream_url,
+            stream=mask_credentials(status.stream),
             counters=CameraCounters(
                 frames_in=status.frames_in,
                 frames_out=status.frames_out,

@@ -52,7 +52,10 @@ def serve(config_path: Path | None, host: str | None = None, port: int | None = 
     from edge.pipeline import Pipeline  # OpenCV, PyAV and the detectors: only when serving
 
     stop = _ShutdownSignals()
-    pipeline = Pipeline(config, config_path=config_path)
+    # The RTSP streams take the API token as their password, and bind where the API does.
+    pipeline = Pipeline(
+        config, config_path=config_path, stream_password=settings.token, stream_host=host
+    )
     try:
         stop.install()
         pipeline.start()

@@ -255,6 +255,7 @@ const FIGURES = [
   ["frames_withheld", "Frames withheld", (c) => c.counters.frames_withheld.toLocaleString()],
   ["frames_dropped", "Dropped at ingest", (c) => c.counters.frames_dropped.toLocaleString()],
   ["recording", "Recording", (c) => c.recording.replace("_", " ")],
+  ["stream", "RTSP stream", (c) => (c.stream_url ? `${c.stream_url} (${c.stream})` : c.stream)],
 ];
 
 class Tile {

@@ -52,7 +52,7 @@ def sample(pipeline: Pipeline, name: str, **labels: str) -> float:
 
 def camera_config(tmp_path: Path, cameras: list[dict[str, Any]], **top: Any) -> EdgeblurConfig:
     """A config writing under tmp_path/data, the detector at SERVICE_THRESHOLD, masks lifted
-    by MASK_LIFT."""
+    by MASK_LIFT, no RTSP server."""
     data: dict[str, Any] = {
         "detector": {
             "type": "centerface",
@@ -61,6 +61,9 @@ def camera_config(tmp_path: Path, cameras: list[dict[str, Any]], **top: Any) -> 
         },
         "redaction": {"mask_lift": MASK_LIFT},
         "storage": {"data_dir": str(tmp_path / "data")},
+        # Each pipeline would start an RTSP server on the one default port: the stream's tests
+        # turn it on with a port of their own.
+        "service": {"rtsp": {"enabled": False}},
         "cameras": cameras,
     }
     data.update(top)

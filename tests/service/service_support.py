@@ -112,6 +112,8 @@ class FakeControl:
                 faces_redacted=7,
                 detections_per_s=4.5 if camera.enabled else 0.0,
                 frames_dropped=3,
+                stream_url=f"rtsp://127.0.0.1:8554/{camera.id}" if camera.enabled else "",
+                stream="serving (1 viewers)" if camera.enabled else "off",
             )
             for camera in cameras
         ]

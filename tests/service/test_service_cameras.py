@@ -25,6 +25,8 @@ def test_cameras_list_status_and_counters(api):
         "reason": "",
         "last_error": "",
         "recording": "recording",
+        "stream_url": "rtsp://127.0.0.1:8554/gate",
+        "stream": "serving (1 viewers)",
         "counters": {"frames_in": 12, "frames_out": 10, "frames_withheld": 2,
                      "frames_dropped": 3, "faces_redacted": 7},
     }
