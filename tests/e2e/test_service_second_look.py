@@ -57,10 +57,10 @@ class LowBoxes(Detector):
 def test_second_look_masks_faces_the_first_masks_missed(
     tmp_path, running, leak_detectors, second_look
 ) -> None:
-    # The second look runs on the frames the detector runs on; at 5 fps the shared detector
+    # The second look runs on the frames the detector runs on; at 2.5 fps the shared detector
     # is free for every frame, so every recorded frame had one.
     camera = demo_camera(second_look=second_look is not None)
-    camera["source"]["fps"] = 5.0
+    camera["source"]["fps"] = 2.5
     config = camera_config(
         tmp_path,
         [camera],
