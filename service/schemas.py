@@ -12,8 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from edge.config import mask_credentials
+from edge.config import EdgeblurConfig, mask_credentials
 from edge.control import CameraStatus
+from edge.sources.base import PLACEHOLDER, split_userinfo
 
 MASK = "***"
 _MASKED_URL_MARK = "://" + MASK + "@"
@@ -81,6 +82,44 @@ def restore_masked_secrets(new: Any, old: Any, path: Loc = ()) -> None:
     elif isinstance(new, list):
         for index, item, stored in _pairs(new, old):
             restore_masked_secrets(item, stored, (*path, index))
+
+
+def _secret_bindings(config: EdgeblurConfig) -> dict[str, set[tuple[str, str]]]:
+    """Each ${VAR} used in a camera URL -> the (scheme, host and path) it is sent to."""
+    bindings: dict[str, set[tuple[str, str]]] = {}
+    for camera in config.cameras:
+        url = getattr(camera.source, "url", None)
+        parts = split_userinfo(url) if isinstance(url, str) else None
+        if parts is None or parts[1] is None:
+            continue
+        head, userinfo, rest = parts
+        for name in PLACEHOLDER.findall(userinfo or ""):
+            bindings.setdefault(name, set()).add((head.lower(), rest))
+    return bindings
+
+
+def check_secret_hosts(old: EdgeblurConfig, new: EdgeblurConfig) -> None:
+    """A camera secret may only go where the config in force already sends it.
+
+    A ${VAR} in a camera URL changed through the API must be used by the config in force
+    with the same scheme, host, port and path, so whoever holds the API token can move
+    cameras between secrets the box's owner bound to them but cannot send a secret to a host
+    of their own. Raises SecretError naming the camera."""
+    before = _secret_bindings(old)
+    for index, camera in enumerate(new.cameras):
+        url = getattr(camera.source, "url", None)
+        parts = split_userinfo(url) if isinstance(url, str) else None
+        if parts is None or parts[1] is None:
+            continue
+        head, userinfo, rest = parts
+        for name in PLACEHOLDER.findall(userinfo or ""):
+            if (head.lower(), rest) not in before.get(name, set()):
+                raise SecretError(
+                    ("cameras", index, "source", "url"),
+                    f"${{{name}}} may only be sent where the config in force sends it "
+                    "(same scheme, host, port and path); a secret's host is set in the config "
+                    "file on the box",
+                )
 
 
 def _is_masked(path: Loc, value: str) -> bool:
@@ -162,6 +201,11 @@ class ConfigUpdate(BaseModel):
     config: dict[str, Any] = Field(description="The config now in force, secrets masked.")
     changes: list[ConfigChange]
     restart_required: list[str] = Field(
-        description="Changed service.* settings (address, token, limits) that take effect at "
-        "the next start of `edgeblur serve`."
+        description="Changed service.* settings (port, limits) that take effect at the next "
+        "start of `edgeblur serve`."
+    )
+    weakens_privacy: list[str] = Field(
+        default_factory=list,
+        description="Settings this change moved the weaker way (within the privacy floor); "
+        "logged as a warning and counted in /metrics.",
     )
