@@ -49,12 +49,17 @@ def _pairs(new: list[Any], old: Any) -> Iterator[tuple[int, Any, Any]]:
     """(index in new, new item, old counterpart): by `id` for lists of objects with ids (so a
     reordered camera keeps its secret), else by position."""
     old_items = old if isinstance(old, list) else []
-    by_id = {item["id"]: item for item in old_items if isinstance(item, dict) and "id" in item}
+    by_id = {item["id"]: item for item in old_items if _has_str_id(item)}
     for index, item in enumerate(new):
-        if isinstance(item, dict) and "id" in item:
+        if _has_str_id(item):
             yield index, item, by_id.get(item["id"])
         else:
             yield index, item, old_items[index] if index < len(old_items) else None
+
+
+def _has_str_id(item: Any) -> bool:
+    # A client may send any JSON as an id; only a string one (as the schema wants) pairs.
+    return isinstance(item, dict) and isinstance(item.get("id"), str)
 
 
 def restore_masked_secrets(new: Any, old: Any, path: Loc = ()) -> None:

@@ -297,3 +297,12 @@ def test_config_in_force_is_what_is_on_disk_after_refusals(api, config_file):
     assert config_to_dict(api.control.config()) == config_to_dict(
         EdgeblurConfig.model_validate(__import__("yaml").safe_load(config_file.read_text()))
     )
+
+
+def test_a_camera_id_that_is_not_a_string_is_a_422(api, config_file):
+    """Found by the fuzz: a list as a camera id made restoring masked secrets raise (500)."""
+    before = config_file.read_bytes()
+    cameras = api.client.get("/api/config").json()["cameras"]
+    cameras[0]["id"] = ["gate"]
+    assert api.client.patch("/api/config", json={"cameras": cameras}).status_code == 422
+    assert_nothing_changed(api, config_file, before)
