@@ -72,6 +72,13 @@ def test_metrics_pass_the_pipeline_exposition_through(api):
 
 
 def test_openapi_docs_are_served(api):
-    assert api.anonymous.get("/docs").status_code == 200
+    docs = api.anonymous.get("/docs")
+    assert docs.status_code == 200
+    # Served by the box itself: nothing loaded from a CDN, and the assets are there.
+    assert "cdn." not in docs.text and "jsdelivr" not in docs.text
+    for asset in ("/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"):
+        assert asset in docs.text
+        assert api.anonymous.get(asset).status_code == 200
+    assert api.anonymous.get("/redoc").status_code == 404  # ReDoc has no offline copy
     spec = api.anonymous.get("/openapi.json").json()
     assert {"/api/config", "/api/cameras/{camera_id}/stream.mjpg"} <= set(spec["paths"])
