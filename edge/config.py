@@ -3,10 +3,12 @@ default, bounds and a description. No I/O here (see edge.configfile for reading 
 
 from __future__ import annotations
 
+import re
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, model_validator
 
 from edge.detectors.centerface import CenterFaceConfig
 from edge.detectors.registry import DetectorConfig
@@ -17,6 +19,7 @@ from edge.sources.demo import DemoSourceConfig
 from edge.sources.registry import SourceConfig
 from edge.tracking.settings import TrackingConfig, check_lookahead
 from edge.urls import mask_credentials  # noqa: F401 - used by the service through here
+from edge.urls import split_userinfo
 
 
 class _Strict(BaseModel):
@@ -152,6 +155,13 @@ class ServiceConfig(_Strict):
     max_body_bytes: int = Field(
         256 * 1024, ge=1024, le=16 * 1024**2, description="Larger request bodies are refused."
     )
+    camera_networks: list[IPvAnyNetwork] | None = Field(
+        None,
+        max_length=64,
+        description="If set, every rtsp and mjpeg camera's host must be an IP address inside "
+        "one of these networks (e.g. [10.20.0.0/24]); host names are then refused, since "
+        "what they resolve to can change. None = any host. File only.",
+    )
 
 
 class ModelsConfig(_Strict):
@@ -220,6 +230,16 @@ class PrivacyFloorConfig(_Strict):
     )
 
 
+def _url_host(url: str) -> str:
+    """The host of a camera URL (brackets of an IPv6 literal removed), credentials aside."""
+    parts = split_userinfo(url)
+    rest = parts[2] if parts is not None else url
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if authority.startswith("["):
+        return authority[1:].partition("]")[0]
+    return authority.rpartition(":")[0] if authority.count(":") == 1 else authority
+
+
 # Each box loads a detector per camera; more than this is a mistake or an attack.
 MAX_CAMERAS = 64
 
@@ -249,6 +269,29 @@ class EdgeblurConfig(_Strict):
         max_length=MAX_CAMERAS,
         description=f"The cameras (at most {MAX_CAMERAS}; each runs its own detector).",
     )
+
+    @model_validator(mode="after")
+    def _cameras_in_allowed_networks(self) -> EdgeblurConfig:
+        networks = self.service.camera_networks
+        if networks is None:
+            return self
+        for camera in self.cameras:
+            url = getattr(camera.source, "url", None)
+            if not isinstance(url, str):
+                continue
+            host = _url_host(url)
+            try:
+                address = ip_address(host)
+            except ValueError:
+                raise ValueError(
+                    f"camera {camera.id!r}: with service.camera_networks set, the host must be "
+                    f"an IP address, not {host!r}"
+                ) from None
+            if not any(address in network for network in networks):
+                raise ValueError(
+                    f"camera {camera.id!r}: {address} is outside service.camera_networks"
+                )
+        return self
 
     @model_validator(mode="after")
     def _unique_camera_ids(self) -> EdgeblurConfig:

@@ -154,6 +154,7 @@ FILE_ONLY = (
     "service.token_env",
     "service.host",
     "service.audit_log",
+    "service.camera_networks",
     "storage.data_dir",
     "models.cache_dir",
     "privacy_floor",

@@ -107,6 +107,6 @@ def test_token_fingerprint_is_keyed_and_does_not_contain_the_token(tmp_path: Pat
     assert fingerprint != audit.fingerprint(TOKEN + "x")
     # The key stays with the box (0600) and across restarts; another box's key differs, so a
     # fingerprint cannot be checked against a guessed token without the key.
-    assert audit.key_path.stat().st_mode & 0o777 == 0o600
+    assert audit.key_path.stat().st_mode & 0o077 == 0
     assert AuditLog(tmp_path / "audit.log").fingerprint(TOKEN) == fingerprint
     assert AuditLog(tmp_path / "other" / "audit.log").fingerprint(TOKEN) != fingerprint

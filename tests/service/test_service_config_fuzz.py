@@ -18,7 +18,7 @@ from edge.configfile import config_to_dict, load_config
 from service.privacy import privacy_settings
 
 FILE_ONLY = ("service.token", "service.token_env", "service.host", "service.audit_log",
-             "storage.data_dir", "models.cache_dir", "privacy_floor")
+             "service.camera_networks", "storage.data_dir", "models.cache_dir", "privacy_floor")
 
 hostile_scalars = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),

@@ -306,3 +306,36 @@ def test_a_camera_id_that_is_not_a_string_is_a_422(api, config_file):
     cameras[0]["id"] = ["gate"]
     assert api.client.patch("/api/config", json={"cameras": cameras}).status_code == 422
     assert_nothing_changed(api, config_file, before)
+
+
+def test_camera_hosts_stay_in_the_configured_networks(tmp_path, start_api):
+    data = config_dict(tmp_path)
+    data["service"] = {"camera_networks": ["192.0.2.0/24", "2001:db8::/32"]}
+    control = FakeControl(EdgeblurConfig.model_validate(data))
+    path = tmp_path / "networks.yaml"
+    save_config(control.config(), path)
+    api = start_api(control, config_path=path)
+    before = path.read_bytes()
+    cameras = api.client.get("/api/config").json()["cameras"]
+    for url, status in [
+        ("http://127.0.0.1:22/x", 422),  # a port scan of the box itself
+        ("http://cams.example/x", 422),  # a name could resolve anywhere
+        ("http://[2001:db9::1]/x", 422),
+        ("http://[2001:db8::7]:8080/x", 200),
+        ("http://u:p@192.0.2.99/x", 200),
+    ]:
+        probe = {"id": "probe", "source": {"type": "mjpeg", "url": url}}
+        response = api.client.patch("/api/config", json={"cameras": [*cameras, probe]})
+        assert response.status_code == status, (url, response.text)
+        if status != 200:
+            assert path.read_bytes() == before
+    response = api.client.patch("/api/config", json={"service": {"camera_networks": None}})
+    assert response.status_code == 403
+    control.stop()
+
+
+def test_the_audit_log_and_its_key_are_not_world_readable(api):
+    assert api.client.patch("/api/config", json={"tracking": {"hold_s": 2.0}}).status_code == 200
+    assert api.settings.audit_log.stat().st_mode & 0o027 == 0  # 0640 at most
+    key = api.settings.audit_log.with_name("audit.log.key")
+    assert key.stat().st_mode & 0o077 == 0
