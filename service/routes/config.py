@@ -1,12 +1,14 @@
 """Read and change the configuration.
 
-A change (PUT: the whole config; PATCH: an RFC 7396 JSON merge patch on the current one) goes
-through, in order: token check -> a config file to write (409 without one) -> JSON body -> masked
-secrets put back -> pydantic validation (422 naming each field) -> atomic write of the YAML file
--> control.apply_config -> one audit line. If the pipeline refuses the config, the previous file
-is written back, so the file always describes what runs. Comments in the YAML file do not
-survive a write.
-"""
+A change (PUT: the whole config; PATCH: an RFC 7396 JSON merge patch on the current one) is one
+transaction, in order: token check -> a config file to write (409 without one) -> strict JSON
+body (422: not UTF-8, lone surrogates, NaN/Infinity, too deep) -> masked secrets put back ->
+pydantic validation (422 naming each field) -> file-only settings (403) -> where camera secrets
+go (403) -> the privacy floor (422, service.privacy) -> the audit line (503 if it cannot be
+written: nothing changes) -> atomic write of the YAML file -> control.apply_config. If the file
+write or the pipeline fails, the previous file is written back (the file always describes what
+runs) and a second audit line records the failure. Comments in the YAML file do not survive a
+write."""
 
 from __future__ import annotations
 
@@ -275,10 +277,8 @@ def _change_config(
             check_secret_hosts(old, new)
         except SecretError as error:
             state.metrics.refused("secret_host")
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                [{"loc": list(error.loc), "msg": str(error), "type": "secret_host"}],
-            ) from None
+            where = ".".join(str(part) for part in error.loc)
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"{where}: {error}") from None
         settings = privacy_settings(old, new)
         violations = [setting for setting in settings if setting.violation]
         if violations:
