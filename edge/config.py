@@ -18,8 +18,10 @@ from edge.redact.redactor import Method
 from edge.sources.demo import DemoSourceConfig
 from edge.sources.registry import SourceConfig
 from edge.tracking.settings import TrackingConfig, check_lookahead
-from edge.urls import mask_credentials  # noqa: F401 - used by the service through here
-from edge.urls import split_userinfo
+from edge.urls import (
+    mask_credentials,  # noqa: F401 - used by the service through here
+    split_userinfo,
+)
 
 
 class _Strict(BaseModel):
