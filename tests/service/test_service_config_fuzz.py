@@ -10,7 +10,7 @@ import copy
 import json
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from edge.config import EdgeblurConfig
@@ -21,6 +21,8 @@ FILE_ONLY = ("service.token", "service.token_env", "service.host", "service.audi
              "service.camera_networks", "storage.data_dir", "models.cache_dir", "privacy_floor")
 
 hostile_scalars = st.one_of(
+    st.floats(min_value=0.0, max_value=3.0),  # mostly in range: changes that go through
+    st.integers(min_value=0, max_value=100),
     st.floats(allow_nan=True, allow_infinity=True),
     st.integers(min_value=-(10**20), max_value=10**20),
     st.booleans(),
@@ -91,6 +93,8 @@ def test_config_api_fuzz(api, config_file):
         camera=st.one_of(st.none(), loopback_cameras),
         method=st.sampled_from(["PUT", "PATCH"]),
     )
+    @example(edits=[(("tracking", "hold_s"), 2.0)], camera=None, method="PATCH")
+    @example(edits=[(("redaction", "method"), "blur")], camera=None, method="PUT")
     def one_change(edits: list[tuple[tuple[Any, ...], Any]], camera: Any, method: str) -> None:
         current = api.client.get("/api/config").json()
         document = current
