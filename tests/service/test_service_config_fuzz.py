@@ -85,7 +85,7 @@ def test_config_api_fuzz(api, config_file):
     paths = leaf_paths(start) + [("detector", name) for name in ("min_face_px", "max_face_px",
                                                                   "input_long_side")]
 
-    @settings(max_examples=60, deadline=None, database=None,
+    @settings(max_examples=40, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(
         edits=st.lists(st.tuples(st.sampled_from(paths), hostile_values), min_size=1,
