@@ -3,20 +3,26 @@ default, bounds and a description. No I/O here (see edge.configfile for reading 
 
 from __future__ import annotations
 
+import re
+from ipaddress import ip_address
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, model_validator
 
 from edge.detectors.centerface import CenterFaceConfig
 from edge.detectors.registry import DetectorConfig
 from edge.motion import MotionConfig
 from edge.redact import RedactionConfig
+from edge.redact.redactor import Method
 from edge.sources.demo import DemoSourceConfig
 from edge.sources.registry import SourceConfig
 from edge.streaming.config import RtspServerConfig, StreamOutputConfig
 from edge.tracking.settings import TrackingConfig, check_lookahead
-from edge.urls import mask_credentials  # noqa: F401 - used by the service through here
+from edge.urls import (
+    mask_credentials,  # noqa: F401 - used by the service through here
+    split_userinfo,
+)
 
 
 class _Strict(BaseModel):
@@ -160,6 +166,13 @@ class ServiceConfig(_Strict):
         default_factory=RtspServerConfig,
         description="The RTSP server for every camera's anonymised stream, bound to host.",
     )
+    camera_networks: list[IPvAnyNetwork] | None = Field(
+        None,
+        max_length=64,
+        description="If set, every rtsp and mjpeg camera's host must be an IP address inside "
+        "one of these networks (e.g. [10.20.0.0/24]); host names are then refused, since "
+        "what they resolve to can change. None = any host. File only.",
+    )
 
 
 class ModelsConfig(_Strict):
@@ -168,6 +181,78 @@ class ModelsConfig(_Strict):
         description="Model cache directory; default: $EDGEBLUR_MODEL_DIR, else the user's "
         "cache directory (~/.cache/edgeblur/models on Linux).",
     )
+
+
+class PrivacyFloorConfig(_Strict):
+    """The least privacy any change through the API may leave. Set only in the config file on
+    the box (the API refuses to change this section); its defaults protect a box whose file
+    never mentions it. A value in the file itself may lie below the floor (the file is the
+    box owner's); the API may only move a setting to a value inside it."""
+
+    detector_threshold_max: float = Field(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="Highest detector threshold (and small_face_threshold) the API may set; "
+        "at 1.0 no face is found.",
+    )
+    min_face_px_max: float = Field(
+        24.0, ge=0.0, description="Highest detector min_face_px the API may set (source px)."
+    )
+    max_face_px_min: float = Field(
+        1024.0,
+        gt=0.0,
+        description="Lowest detector max_face_px the API may set (source px); a close face "
+        "taller than max_face_px would go unmasked.",
+    )
+    input_long_side_min: int = Field(
+        320, ge=32, le=8192, description="Lowest detector input_long_side the API may set."
+    )
+    largest_scale_min: float = Field(
+        0.5,
+        ge=0.05,
+        le=4.0,
+        description="The largest of the detector's scales may not be set below this.",
+    )
+    mask_scale_min: float = Field(
+        1.1, ge=1.0, le=4.0, description="Lowest redaction mask_scale the API may set."
+    )
+    methods: list[Method] = Field(
+        default_factory=lambda: list(get_args(Method)),
+        min_length=1,
+        description="Redaction methods the API may choose.",
+    )
+    pixelate_blocks_max: int = Field(
+        12, ge=2, le=64, description="Most mosaic cells across a face the API may set."
+    )
+    blur_strength_min: float = Field(
+        0.3, gt=0.0, le=2.0, description="Lowest blur_strength the API may set."
+    )
+    motion_min_area_px_max: int = Field(
+        4096,
+        ge=1,
+        description="Highest motion min_area_px the API may set (a larger value ignores "
+        "people in motion-only mode).",
+    )
+    motion_only: bool = Field(
+        True,
+        description="Whether the API may switch a camera to motion mode `only` (no face "
+        "detector).",
+    )
+
+
+def _url_host(url: str) -> str:
+    """The host of a camera URL (brackets of an IPv6 literal removed), credentials aside."""
+    parts = split_userinfo(url)
+    rest = parts[2] if parts is not None else url
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if authority.startswith("["):
+        return authority[1:].partition("]")[0]
+    return authority.rpartition(":")[0] if authority.count(":") == 1 else authority
+
+
+# Each box loads a detector per camera; more than this is a mistake or an attack.
+MAX_CAMERAS = 64
 
 
 def _default_cameras() -> list[CameraConfig]:
@@ -186,7 +271,38 @@ class EdgeblurConfig(_Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
-    cameras: list[CameraConfig] = Field(default_factory=_default_cameras)
+    privacy_floor: PrivacyFloorConfig = Field(
+        default_factory=PrivacyFloorConfig,
+        description="The least privacy an API change may leave; file only.",
+    )
+    cameras: list[CameraConfig] = Field(
+        default_factory=_default_cameras,
+        max_length=MAX_CAMERAS,
+        description=f"The cameras (at most {MAX_CAMERAS}; each runs its own detector).",
+    )
+
+    @model_validator(mode="after")
+    def _cameras_in_allowed_networks(self) -> EdgeblurConfig:
+        networks = self.service.camera_networks
+        if networks is None:
+            return self
+        for camera in self.cameras:
+            url = getattr(camera.source, "url", None)
+            if not isinstance(url, str):
+                continue
+            host = _url_host(url)
+            try:
+                address = ip_address(host)
+            except ValueError:
+                raise ValueError(
+                    f"camera {camera.id!r}: with service.camera_networks set, the host must be "
+                    f"an IP address, not {host!r}"
+                ) from None
+            if not any(address in network for network in networks):
+                raise ValueError(
+                    f"camera {camera.id!r}: {address} is outside service.camera_networks"
+                )
+        return self
 
     @model_validator(mode="after")
     def _unique_camera_ids(self) -> EdgeblurConfig:

@@ -8,6 +8,7 @@ applies the EXIF orientation while decoding, so the output looks the way the inp
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,17 +110,71 @@ def _without_clashes(jobs: list[ImageJob]) -> list[ImageJob]:
     return list(claimed.values())
 
 
+# Larger images are refused before decoding: a 20000 x 20000 PNG decodes to 1.2 GB and takes
+# several times that through detection. 100 MP is 12 times a 4K frame.
+MAX_IMAGE_PIXELS = 100_000_000
+# A header claiming more than this many bytes of image is not worth reading either.
+MAX_IMAGE_FILE_BYTES = 512 * 1024**2
+
+
 def read_image(path: Path) -> np.ndarray:
     """Decode a file to uint8 (H, W, 3) BGR (alpha dropped, grey expanded, EXIF orientation
-    applied). Raises MediaError naming the file when it cannot be read or decoded."""
+    applied). Raises MediaError naming the file when it cannot be read or decoded, is not a
+    regular file (a FIFO named *.png would block forever), or its header declares more than
+    MAX_IMAGE_PIXELS pixels (checked before decoding, for PNG and JPEG; other formats are
+    checked after decoding, within OpenCV's own limit)."""
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        raise MediaError(f"{path}: cannot read: {error.strerror or error}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise MediaError(f"{path}: not a regular file; skipped")
+    if info.st_size > MAX_IMAGE_FILE_BYTES:
+        raise MediaError(f"{path}: {info.st_size} bytes is larger than any image read here")
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as error:
         raise MediaError(f"{path}: cannot read: {error.strerror or error}") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    size = declared_size(data.tobytes()[:65536])
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise MediaError(
+            f"{path}: {size[0]} x {size[1]} pixels is more than the {MAX_IMAGE_PIXELS} "
+            "this reads; skipped"
+        )
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error:
+        image = None
     if image is None:
         raise MediaError(f"{path}: not a readable image (corrupt, truncated or unsupported)")
+    if image.shape[0] * image.shape[1] > MAX_IMAGE_PIXELS:
+        raise MediaError(f"{path}: more than {MAX_IMAGE_PIXELS} pixels; skipped")
     return image
+
+
+def declared_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header, or None for another format or a header too
+    damaged to say (the decoder then has the last word)."""
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) >= 24:
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head[:2] != b"\xff\xd8":
+        return None
+    at = 2
+    while at + 9 <= len(head):
+        if head[at] != 0xFF:
+            return None
+        marker = head[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        length = int.from_bytes(head[at + 2 : at + 4], "big")
+        # Start-of-frame markers (baseline, progressive, ...), not DHT/JPG/DAC.
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height = int.from_bytes(head[at + 5 : at + 7], "big")
+            width = int.from_bytes(head[at + 7 : at + 9], "big")
+            return width, height
+        at += 2 + length
+    return None
 
 
 def write_image(frame: RedactedFrame, path: Path, image_format: ImageFormat) -> None:

@@ -6,7 +6,8 @@ Routes (access rules in service.deps):
   GET  /api/config, /api/config/schema, /api/config/audit
   PUT  /api/config, PATCH /api/config          need a configured token (see service.routes.config)
   GET  /api/cameras, /api/cameras/{id}/snapshot.jpg, /api/cameras/{id}/stream.mjpg
-  GET  /docs                                   OpenAPI UI
+  GET  /docs, /docs-assets/*                    OpenAPI UI, served from the installed
+                                               swagger-ui-bundle package (no CDN)
   GET  /, /static/*                            the operator's dashboard: static files, no token
                                                (its data comes from the API above, with one)
 """
@@ -17,9 +18,11 @@ from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path
 
 from edge.control import Control
 from service.audit import AuditLog
@@ -46,6 +49,11 @@ def create_app(control: Control, settings: AppSettings) -> FastAPI:
         title="edgeblur",
         summary="Faces are masked on the device before any frame is stored or streamed.",
         version="0.1.0",
+        # FastAPI's own pages load Swagger UI and ReDoc from a CDN, unpinned: an edge box
+        # may be offline, and a page that runs third-party script beside the token must not
+        # depend on someone else's server. /docs is served from the installed package.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.edgeblur = ServiceState(
         control=control, settings=settings, audit=AuditLog(settings.audit_log)
@@ -55,8 +63,20 @@ def create_app(control: Control, settings: AppSettings) -> FastAPI:
     for router in (health.router, metrics.router, config.router, cameras.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    app.add_api_route("/docs", _swagger_ui, methods=["GET"], include_in_schema=False)
     app.add_api_route("/", _dashboard, methods=["GET"], include_in_schema=False)
     return app
+
+
+def _swagger_ui() -> HTMLResponse:
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="edgeblur API",
+        swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+        swagger_css_url="/docs-assets/swagger-ui.css",
+        swagger_favicon_url="/docs-assets/favicon-32x32.png",
+    )
 
 
 def _dashboard() -> FileResponse:

@@ -1,18 +1,26 @@
 """The config change log: one JSON line per applied change, secrets masked.
 
 A line: {"time": "2025-01-31T09:12:03.123Z", "client": "192.0.2.7" (the connected peer),
-"forwarded_for": null (X-Forwarded-For as sent, unverified), "token": "sha256:3f2a..."
-(a fingerprint, never the token; null when no token is configured), "method": "PUT",
+"forwarded_for": null (X-Forwarded-For as sent, unverified), "token": "hmac:3f2a..."
+(a fingerprint keyed with this box's own random key, never the token; null when no token is
+configured), "method": "PUT", "weakens_privacy": ["redaction.method"] (settings moved the
+weaker way within the privacy floor),
 "changes": [{"path": "cameras[front].source.url", "old": "rtsp://***@cam/1",
 "new": "rtsp://***@cam/2"}, ...]}. A changed password shows as a change whose masked old and new
-values look the same: the log says that it changed, never what it was.
+values look the same: the log says that it changed, never what it was. A change whose file
+write or apply failed after its line was written gets a second line, the same with "outcome":
+"failed, nothing changed". The log and its key file are created readable by owner and group
+only (0640 and 0600).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
+import secrets
 import threading
 from collections import deque
 from datetime import datetime, timezone
@@ -99,20 +107,65 @@ def audit_entry(
     }
 
 
+AUDIT_LOG_MODE = 0o640
+KEY_FILE_MODE = 0o600
+
+
 class AuditLog:
     """Append-only JSON-lines file. Safe to share between the threads of one process."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._key: bytes | None = None
+
+    @property
+    def key_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".key")
+
+    def fingerprint(self, token: str) -> str:
+        """Which token made a change, without the token: the first 12 hex digits of its
+        HMAC-SHA256 under this box's key (created at first use next to the log, 0600). An
+        unkeyed hash of a token could be checked against guesses by anyone who reads the
+        log; this can only be by someone who also holds the key."""
+        mac = hmac.new(self._fingerprint_key(), token.encode("utf-8", "replace"), hashlib.sha256)
+        return "hmac:" + mac.hexdigest()[:12]
+
+    def _fingerprint_key(self) -> bytes:
+        with self._lock:
+            if self._key is None:
+                self._key = self._load_or_create_key()
+            return self._key
+
+    def _load_or_create_key(self) -> bytes:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
+            except FileExistsError:
+                key = self.key_path.read_bytes()
+                if len(key) >= 16:
+                    return key
+                raise OSError(f"{self.key_path} is too short to be a key") from None
+            key = secrets.token_bytes(32)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(key)
+            return key
+        except OSError as error:
+            # Fingerprints then match only within this run; the log still records each change.
+            logger.warning("audit fingerprint key unavailable (%s); using one for this run", error)
+            return secrets.token_bytes(32)
 
     def append(self, entry: dict[str, Any]) -> None:
         """Write one line and fsync it. A line cut short by a crash is closed off first, so it
-        damages only itself."""
-        line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
+        damages only itself. Raises (ValueError, OSError) rather than write a line that could
+        not be read back: callers make no change they could not log."""
+        text = json.dumps(entry, ensure_ascii=False, allow_nan=False)
+        line = (text + "\n").encode("utf-8")
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a+b") as handle:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, AUDIT_LOG_MODE)
+            with os.fdopen(fd, "r+b") as handle:
                 if handle.seek(0, os.SEEK_END) > 0:
                     handle.seek(-1, os.SEEK_END)
                     if handle.read(1) != b"\n":

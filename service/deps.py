@@ -12,7 +12,6 @@ Access rules, enforced here and nowhere else:
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import threading
@@ -29,6 +28,7 @@ from edge.config import EdgeblurConfig
 from edge.control import Control
 from edge.errors import ConfigError
 from service.audit import AuditLog
+from service.counters import ServiceMetrics
 
 MIN_TOKEN_CHARS = 16
 
@@ -61,8 +61,9 @@ class AppSettings:
         environ: Mapping[str, str] = os.environ,
     ) -> AppSettings:
         """Token: service.token, else the variable named by service.token_env (ConfigError if
-        that is set but shorter than 16 characters). Audit log: service.audit_log, else
-        <storage.data_dir>/audit.log."""
+        that is set but shorter than 16 characters, or if the config file names token_env and
+        the variable is not set: the box would otherwise come up with its reads open because a
+        secret went missing). Audit log: service.audit_log, else <storage.data_dir>/audit.log."""
         service = config.service
         token = service.token or environ.get(service.token_env) or None
         if token is not None and len(token) < MIN_TOKEN_CHARS:
@@ -70,6 +71,12 @@ class AppSettings:
                 f"{service.token_env} is set but shorter than {MIN_TOKEN_CHARS} characters; "
                 "use a long random token, e.g. `python -c 'import secrets; "
                 "print(secrets.token_urlsafe(32))'`"
+            )
+        if token is None and "token_env" in service.model_fields_set:
+            raise ConfigError(
+                f"service.token_env names {service.token_env}, which is not set: refusing to "
+                "start with the API's reads open; set it (16+ characters), or remove token_env "
+                "from the config file to run without a token on purpose"
             )
         return cls(
             config_path=config_path,
@@ -92,6 +99,7 @@ class ServiceState:
     settings: AppSettings
     audit: AuditLog
     config_lock: threading.Lock = field(default_factory=threading.Lock)
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
     active_streams: int = 0
     stream_limiter: anyio.CapacityLimiter | None = None
 
@@ -108,12 +116,6 @@ class Caller:
     address: str
     forwarded_for: str | None
     token_fingerprint: str | None
-
-
-def token_fingerprint(token: str) -> str:
-    """First 12 hex digits of the token's SHA-256: tells log readers which token was used; of a
-    long random token it reveals nothing usable."""
-    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 def get_state(request: Request) -> ServiceState:
@@ -154,7 +156,7 @@ def _authorise(request: Request, state: ServiceState, presented: str | None, wri
             "missing or wrong bearer token",
             headers={"WWW-Authenticate": challenge},
         )
-    return Caller(address, forwarded_for, token_fingerprint(expected))
+    return Caller(address, forwarded_for, state.audit.fingerprint(expected))
 
 
 def _header_token(credentials: HTTPAuthorizationCredentials | None) -> str | None:

@@ -12,8 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from edge.config import mask_credentials
+from edge.config import EdgeblurConfig, mask_credentials
 from edge.control import CameraStatus
+from edge.sources.base import PLACEHOLDER, split_userinfo
 
 MASK = "***"
 _MASKED_URL_MARK = "://" + MASK + "@"
@@ -48,12 +49,17 @@ def _pairs(new: list[Any], old: Any) -> Iterator[tuple[int, Any, Any]]:
     """(index in new, new item, old counterpart): by `id` for lists of objects with ids (so a
     reordered camera keeps its secret), else by position."""
     old_items = old if isinstance(old, list) else []
-    by_id = {item["id"]: item for item in old_items if isinstance(item, dict) and "id" in item}
+    by_id = {item["id"]: item for item in old_items if _has_str_id(item)}
     for index, item in enumerate(new):
-        if isinstance(item, dict) and "id" in item:
+        if _has_str_id(item):
             yield index, item, by_id.get(item["id"])
         else:
             yield index, item, old_items[index] if index < len(old_items) else None
+
+
+def _has_str_id(item: Any) -> bool:
+    # A client may send any JSON as an id; only a string one (as the schema wants) pairs.
+    return isinstance(item, dict) and isinstance(item.get("id"), str)
 
 
 def restore_masked_secrets(new: Any, old: Any, path: Loc = ()) -> None:
@@ -81,6 +87,52 @@ def restore_masked_secrets(new: Any, old: Any, path: Loc = ()) -> None:
     elif isinstance(new, list):
         for index, item, stored in _pairs(new, old):
             restore_masked_secrets(item, stored, (*path, index))
+
+
+def _camera_urls(config: EdgeblurConfig) -> Iterator[tuple[Loc, str]]:
+    """Every URL a camera sends credentials to: its source, and each push of its stream."""
+    for index, camera in enumerate(config.cameras):
+        url = getattr(camera.source, "url", None)
+        if isinstance(url, str):
+            yield ("cameras", index, "source", "url"), url
+        for number, push in enumerate(camera.stream.push):
+            yield ("cameras", index, "stream", "push", number, "url"), push.url
+
+
+def _secret_bindings(config: EdgeblurConfig) -> dict[str, set[tuple[str, str]]]:
+    """Each ${VAR} used in a camera URL -> the (scheme, host and path) it is sent to."""
+    bindings: dict[str, set[tuple[str, str]]] = {}
+    for _, url in _camera_urls(config):
+        parts = split_userinfo(url)
+        if parts is None or parts[1] is None:
+            continue
+        head, userinfo, rest = parts
+        for name in PLACEHOLDER.findall(userinfo or ""):
+            bindings.setdefault(name, set()).add((head.lower(), rest))
+    return bindings
+
+
+def check_secret_hosts(old: EdgeblurConfig, new: EdgeblurConfig) -> None:
+    """A camera secret may only go where the config in force already sends it.
+
+    A ${VAR} in a camera URL (its source or a push of its stream) changed through the API
+    must be used by the config in force with the same scheme, host, port and path, so whoever
+    holds the API token can move cameras between secrets the box's owner bound to them but
+    cannot send a secret to a host of their own. Raises SecretError naming the field."""
+    before = _secret_bindings(old)
+    for where, url in _camera_urls(new):
+        parts = split_userinfo(url)
+        if parts is None or parts[1] is None:
+            continue
+        head, userinfo, rest = parts
+        for name in PLACEHOLDER.findall(userinfo or ""):
+            if (head.lower(), rest) not in before.get(name, set()):
+                raise SecretError(
+                    where,
+                    f"${{{name}}} may only be sent where the config in force sends it "
+                    "(same scheme, host, port and path); a secret's host is set in the config "
+                    "file on the box",
+                )
 
 
 def _is_masked(path: Loc, value: str) -> bool:
@@ -172,6 +224,11 @@ class ConfigUpdate(BaseModel):
     config: dict[str, Any] = Field(description="The config now in force, secrets masked.")
     changes: list[ConfigChange]
     restart_required: list[str] = Field(
-        description="Changed service.* settings (address, token, limits) that take effect at "
-        "the next start of `edgeblur serve`."
+        description="Changed service.* settings (port, limits) that take effect at the next "
+        "start of `edgeblur serve`."
+    )
+    weakens_privacy: list[str] = Field(
+        default_factory=list,
+        description="Settings this change moved the weaker way (within the privacy floor); "
+        "logged as a warning and counted in /metrics.",
     )

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import unquote_plus
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -29,7 +30,7 @@ log = logging.getLogger("edgeblur.service")
 GRACEFUL_SHUTDOWN_S = 3
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
-_QUERY_TOKEN = re.compile(r"([?&]token=)[^&#\s]*")
+_QUERY_PARAMETER = re.compile(r"(?P<sep>[?&;])(?P<key>[^=&#;\s]*)=(?P<value>[^&#;\s]*)")
 
 
 def serve(config_path: Path | None, host: str | None = None, port: int | None = None) -> int:
@@ -129,14 +130,26 @@ class _ShutdownSignals:
             self.server.should_exit = True
 
 
+def mask_query_token(text: str) -> str:
+    """Every query parameter whose key decodes to `token` (as the token check decodes it:
+    `?%74oken=`, `?tok%65n=`), with its value replaced by ***."""
+
+    def masked(match: re.Match[str]) -> str:
+        key = unquote_plus(match.group("key")).strip().lower()
+        if key != "token":
+            return match.group(0)
+        return f"{match.group('sep')}{match.group('key')}=***"
+
+    return _QUERY_PARAMETER.sub(masked, text)
+
+
 class _MaskQueryToken(logging.Filter):
     """snapshot.jpg / stream.mjpg accept ?token=; keep it out of the access log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(
-                _QUERY_TOKEN.sub(r"\1***", arg) if isinstance(arg, str) else arg
-                for arg in record.args
+                mask_query_token(arg) if isinstance(arg, str) else arg for arg in record.args
             )
         return True
 

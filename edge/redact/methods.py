@@ -54,17 +54,46 @@ def fill_solid(region: np.ndarray, mask: np.ndarray) -> None:
     region[mask] = (128, 128, 128)
 
 
+# Floors that hold at any face size, whatever the config says: a mosaic cell is never smaller
+# than this many pixels (64 cells across a 64-pixel face would be the face itself), a blur's
+# sigma never smaller than this, and a result that changed the face by less than
+# MIN_MEAN_CHANGE grey levels on average is replaced by the solid fill (fails closed).
+MIN_PIXELATE_CELL_PX = 4
+MIN_BLUR_SIGMA_PX = 2.0
+MIN_MEAN_CHANGE = 6.0
+
+
 def pixelate(region: np.ndarray, mask: np.ndarray, blocks: int = 8) -> None:
-    """Weaker: a coarse mosaic. Learned attacks can partly reverse pixelation."""
+    """Weaker: a coarse mosaic. Learned attacks can partly reverse pixelation. At most `blocks`
+    cells across the longer side, and never cells under MIN_PIXELATE_CELL_PX."""
     h, w = region.shape[:2]
-    small = cv2.resize(region, (min(blocks, w), min(blocks, h)), interpolation=cv2.INTER_AREA)
+    before = region.copy()
+    cells = max(1, min(blocks, max(h, w) // MIN_PIXELATE_CELL_PX))
+    longest = max(h, w)
+    across = max(1, min(cells, w * cells // longest))
+    down = max(1, min(cells, h * cells // longest))
+    small = cv2.resize(region, (across, down), interpolation=cv2.INTER_AREA)
     mosaic = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
     region[mask] = mosaic[mask]
+    _fail_closed_if_unchanged(region, mask, before)
 
 
 def blur(region: np.ndarray, mask: np.ndarray, strength: float = 0.5) -> None:
-    """Weaker: a strong Gaussian blur. Learned deblurring can partly reverse it."""
+    """Weaker: a strong Gaussian blur. Learned deblurring can partly reverse it. Sigma grows
+    with the mask and is never under MIN_BLUR_SIGMA_PX."""
     h, w = region.shape[:2]
-    sigma = max(1.0, strength * max(h, w) / 3.0)
+    before = region.copy()
+    sigma = max(MIN_BLUR_SIGMA_PX, strength * max(h, w) / 3.0)
     blurred = cv2.GaussianBlur(region, (0, 0), sigmaX=sigma, sigmaY=sigma)
     region[mask] = blurred[mask]
+    _fail_closed_if_unchanged(region, mask, before)
+
+
+def _fail_closed_if_unchanged(region: np.ndarray, mask: np.ndarray, before: np.ndarray) -> None:
+    """A mosaic or blur of a small or flat region can leave it nearly as it was, yet the
+    frame would count as redacted: such a region gets the solid fill instead."""
+    if not mask.any():
+        return
+    change = np.abs(region[mask].astype(np.int16) - before[mask].astype(np.int16)).mean()
+    if change < MIN_MEAN_CHANGE:
+        fill_solid(region, mask)

@@ -5,31 +5,33 @@ from __future__ import annotations
 import base64
 import http.client
 import socket
+import time
 from collections.abc import Iterator
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 import cv2
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from edge.errors import SourceError
-from edge.sources.base import expand_env, mask_url
+from edge.sources.base import check_url_template, expand_env, mask_url
 from edge.sources.live import Connection, LiveSource, LiveSourceConfig
 
 # Statuses that another attempt will not change; anything else (503 while a camera boots) is
 # retried. 404 included: unlike RTSP relays, an MJPEG camera's path is fixed.
 _PERMANENT_STATUS = {401: "check the user and password", 403: "access denied", 404: "wrong path"}
 _MAX_HEADER_LINE = 8192
+_READ_CHUNK = 64 * 1024
 
 
 class MjpegSourceConfig(LiveSourceConfig):
     type: Literal["mjpeg"] = "mjpeg"
     url: str = Field(
         ...,
-        pattern=r"^(https?://|\$\{)",
-        description="http(s)://[user:pass@]host/path of the MJPEG stream; ${VAR} placeholders "
-        "are read from the environment when the camera connects.",
+        description="http(s)://[user:pass@]host/path of the MJPEG stream; ${EDGEBLUR_CAM_*} "
+        "placeholders in user:pass (only there) are read from the environment when the "
+        "camera connects.",
     )
     max_frame_bytes: int = Field(
         16 * 1024**2,
@@ -39,17 +41,26 @@ class MjpegSourceConfig(LiveSourceConfig):
         "or hostile stream).",
     )
 
+    @field_validator("url")
+    @classmethod
+    def _secrets_stay_with_their_host(cls, url: str) -> str:
+        return check_url_template(url, ("http", "https"))
+
 
 class _MjpegConnection(Connection[bytes]):
     """One HTTP response body, split into its JPEG parts (undecoded)."""
 
     def __init__(self, http: http.client.HTTPConnection, response: http.client.HTTPResponse,
-                 boundary: bytes, label: str, max_bytes: int) -> None:
+                 boundary: bytes, label: str, max_bytes: int, frame_timeout_s: float) -> None:
         self._http = http
         self._response = response
         self._token = boundary
         self._label = label
         self._max_bytes = max_bytes
+        # The socket timeout only sees silence; a sender trickling bytes without ever
+        # finishing a frame is caught by this deadline on whole frames.
+        self._frame_timeout_s = frame_timeout_s
+        self._frame_deadline = time.monotonic() + frame_timeout_s
 
     def payloads(self) -> Iterator[bytes | None]:
         try:
@@ -70,14 +81,12 @@ class _MjpegConnection(Connection[bytes]):
             while (line := self._line()).strip():  # part headers up to the blank line
                 name, _, value = line.decode("latin-1").partition(":")
                 if name.strip().lower() == "content-length":
-                    length = int(value.strip())
+                    length = self._content_length(value)
             if length is not None:
-                if length > self._max_bytes:
-                    raise SourceError(f"{self._label}: a {length}-byte part exceeds "
-                                      f"max_frame_bytes ({self._max_bytes})")
-                body = self._response.read(length)
+                body = self._read(length)
                 if len(body) < length:
                     raise SourceError(f"{self._label}: stream ended inside a frame")
+                self._frame_arrived()
                 yield body
                 line = self._line()
             else:  # no Content-Length: the part runs up to the next boundary line
@@ -91,13 +100,47 @@ class _MjpegConnection(Connection[bytes]):
                                           f"({self._max_bytes})")
                 if not line:
                     return  # ended inside a part: drop it, it may be incomplete
+                self._frame_arrived()
                 yield b"".join(chunks).removesuffix(b"\n").removesuffix(b"\r")
 
     def _is_boundary(self, line: bytes) -> bool:
         # "--" + boundary per RFC 2046; cameras vary in how many dashes they put before it.
         return line.startswith(b"--") and line.lstrip(b"-").startswith(self._token)
 
+    def _content_length(self, value: str) -> int:
+        """A part's declared length: digits only (int() would take "-1", "+5" or "1_0"), and
+        within max_frame_bytes. A bad one is a retryable error: the connection is dropped
+        and made again, as for any damaged stream."""
+        text = value.strip()
+        if not text.isascii() or not text.isdigit():
+            raise SourceError(f"{self._label}: invalid Content-Length {text[:20]!r}")
+        length = int(text)
+        if length > self._max_bytes:
+            raise SourceError(f"{self._label}: a {length}-byte part exceeds "
+                              f"max_frame_bytes ({self._max_bytes})")
+        return length
+
+    def _read(self, length: int) -> bytes:
+        """`length` bytes (fewer at the end of the stream), checking the frame deadline
+        between chunks."""
+        chunks: list[bytes] = []
+        left = length
+        while left > 0:
+            if time.monotonic() > self._frame_deadline:
+                raise SourceError(f"{self._label}: no whole frame in {self._frame_timeout_s:g} s")
+            chunk = self._response.read(min(left, _READ_CHUNK))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    def _frame_arrived(self) -> None:
+        self._frame_deadline = time.monotonic() + self._frame_timeout_s
+
     def _line(self) -> bytes:
+        if time.monotonic() > self._frame_deadline:
+            raise SourceError(f"{self._label}: no whole frame in {self._frame_timeout_s:g} s")
         return self._response.readline(self._max_bytes + 2)
 
     def close(self) -> None:
@@ -164,7 +207,8 @@ class MjpegSource(LiveSource[bytes]):
         if connection.sock is not None:
             connection.sock.settimeout(self.config.read_timeout_s)
         return _MjpegConnection(
-            connection, response, boundary, self.label, self.config.max_frame_bytes
+            connection, response, boundary, self.label, self.config.max_frame_bytes,
+            self.config.read_timeout_s,
         )
 
     def _decode(self, payload: bytes) -> np.ndarray:

@@ -8,11 +8,11 @@ from typing import Literal
 
 import av
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from edge.errors import SourceError
 from edge.media import upright_bgr
-from edge.sources.base import expand_env, mask_url
+from edge.sources.base import check_url_template, expand_env, mask_url
 from edge.sources.live import Connection, LiveSource, LiveSourceConfig
 
 
@@ -20,10 +20,15 @@ class RtspSourceConfig(LiveSourceConfig):
     type: Literal["rtsp"] = "rtsp"
     url: str = Field(
         ...,
-        pattern=r"^(rtsps?://|\$\{)",
-        description="rtsp://user:pass@host/path. ${VAR} placeholders are read from the "
-        "environment when the camera connects, so credentials need not live in the file.",
+        description="rtsp://user:pass@host/path. ${EDGEBLUR_CAM_*} placeholders in user:pass "
+        "(only there) are read from the environment when the camera connects, so "
+        "credentials need not live in the file.",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _secrets_stay_with_their_host(cls, url: str) -> str:
+        return check_url_template(url, ("rtsp", "rtsps"))
 
 
 # A password that is refused will be refused again; retrying could lock the account.

@@ -4,6 +4,7 @@ the pipeline has already redacted (Control.snapshot_jpeg / preview_jpegs)."""
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import AsyncIterator, Iterator
 
 import anyio
@@ -61,15 +62,25 @@ def snapshot(camera_id: str, control: ControlDep, _caller: MediaTokenDep) -> Res
 async def stream(
     camera_id: str, state: StateDep, control: ControlDep, _caller: MediaTokenDep
 ) -> StreamingResponse:
+    # Counted here, before the first await, so concurrent requests cannot all pass the check
+    # and then open (the handler runs on the event loop thread; nothing runs between the two).
     if state.active_streams >= state.settings.max_streams:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             f"{state.active_streams} previews are open, the most this device serves at once",
             headers={"Retry-After": "5"},
         )
-    frames = await run_in_threadpool(_open_preview, control, camera_id)
+    slot = _PreviewSlot(state)
+    try:
+        frames = await run_in_threadpool(_open_preview, control, camera_id)
+    except BaseException:
+        slot.release()
+        raise
+    body = _multipart(state, frames, slot)
+    # A response whose body never starts (client gone first) never runs its finally.
+    weakref.finalize(body, slot.release)
     return StreamingResponse(
-        _multipart(state, frames),
+        body,
         media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
         headers={**_NO_STORE, "X-Accel-Buffering": "no"},
     )
@@ -86,14 +97,31 @@ def _open_preview(control: Control, camera_id: str) -> _BlockingFrames:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no camera {camera_id!r}") from None
 
 
-async def _multipart(state: ServiceState, frames: _BlockingFrames) -> AsyncIterator[bytes]:
-    """One multipart part per redacted JPEG until the camera stops or the client leaves.
+class _PreviewSlot:
+    """One of max_streams preview places, taken when a preview is asked for and given back
+    exactly once, however the preview ends."""
+
+    def __init__(self, state: ServiceState) -> None:
+        self._state = state
+        self._held = True
+        state.active_streams += 1
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._state.active_streams -= 1
+
+
+async def _multipart(
+    state: ServiceState, frames: _BlockingFrames, slot: _PreviewSlot
+) -> AsyncIterator[bytes]:
+    """One multipart part per redacted JPEG until the camera stops or the client leaves; gives
+    back the preview slot the handler took.
 
     Each pull runs in a worker thread from a limiter of its own, sized to max_streams, so open
     previews waiting for frames never starve the threads the other routes run in.
     """
     limiter = _stream_limiter(state)
-    state.active_streams += 1
     try:
         while True:
             # abandon_on_cancel: a client that leaves while its camera is silent must not
@@ -106,7 +134,7 @@ async def _multipart(state: ServiceState, frames: _BlockingFrames) -> AsyncItera
             head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
             yield head.encode("ascii") + b"\r\n" + jpeg + b"\r\n"
     finally:
-        state.active_streams -= 1
+        slot.release()
         frames.close()
 
 

@@ -1,10 +1,11 @@
-"""Prometheus scrape endpoint: the pipeline's own exposition, passed through untouched."""
+"""Prometheus scrape endpoint: the pipeline's own exposition, passed through untouched, then
+the service's counters (service.counters)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from service.deps import ControlDep, TokenDep
+from service.deps import ControlDep, StateDep, TokenDep
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -17,5 +18,8 @@ router = APIRouter(tags=["metrics"])
     response_class=Response,
     responses={200: {"content": {PROMETHEUS_TEXT: {}}}},
 )
-def metrics(control: ControlDep, _caller: TokenDep) -> Response:
-    return Response(control.metrics(), media_type=PROMETHEUS_TEXT)
+def metrics(control: ControlDep, state: StateDep, _caller: TokenDep) -> Response:
+    pipeline = control.metrics()
+    if pipeline and not pipeline.endswith(b"\n"):
+        pipeline += b"\n"
+    return Response(pipeline + state.metrics.exposition(), media_type=PROMETHEUS_TEXT)

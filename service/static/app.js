@@ -208,8 +208,10 @@ async function refreshReadiness() {
   const pill = $("readiness");
   let body;
   try {
-    // 200 when ready, 503 (with the same body) when not: both are answers.
-    const response = await fetch("/readyz", { cache: "no-store" });
+    // 200 when ready, 503 (with the same body) when not: both are answers. With the token
+    // the reasons are detailed; without it, general.
+    const headers = session.token ? { Authorization: `Bearer ${session.token}` } : {};
+    const response = await fetch("/readyz", { headers, cache: "no-store" });
     body = await response.json();
   } catch (error) {
     pill.className = "pill bad";

@@ -357,7 +357,7 @@ def test_valid_config_change_is_saved_applied_and_audited(
         lambda b: b.find_elements(By.CSS_SELECTOR, "#audit > li"), "no audit entry shown"
     )[0]
     assert "redaction.mask_scale: 1.3 → 1.6" in newest.text
-    assert "PUT from 127.0.0.1 with token sha256:" in newest.text
+    assert "PUT from 127.0.0.1 with token hmac:" in newest.text
     assert dashboard.token not in browser.find_element(By.ID, "audit").text
     [entry] = [json.loads(line) for line in dashboard.audit_path.read_text().splitlines()]
     assert entry["changes"] == [{"path": "redaction.mask_scale", "old": 1.3, "new": 1.6}]

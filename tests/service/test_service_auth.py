@@ -10,7 +10,7 @@ from service_support import TOKEN
 from edge.config import EdgeblurConfig
 from edge.errors import ConfigError
 from service.app import AppSettings
-from service.deps import token_fingerprint
+from service.audit import AuditLog
 
 READ_ROUTES = [
     "/metrics",
@@ -98,9 +98,15 @@ def test_settings_default_the_audit_log_to_the_data_dir(tmp_path: Path):
     assert AppSettings.from_config(explicit, None, environ={}).audit_log == tmp_path / "a.jsonl"
 
 
-def test_token_fingerprint_does_not_contain_the_token():
-    fingerprint = token_fingerprint(TOKEN)
-    assert fingerprint.startswith("sha256:")
+def test_token_fingerprint_is_keyed_and_does_not_contain_the_token(tmp_path: Path):
+    audit = AuditLog(tmp_path / "audit.log")
+    fingerprint = audit.fingerprint(TOKEN)
+    assert fingerprint.startswith("hmac:")
     assert TOKEN not in fingerprint
-    assert fingerprint == token_fingerprint(TOKEN)
-    assert fingerprint != token_fingerprint(TOKEN + "x")
+    assert fingerprint == audit.fingerprint(TOKEN)
+    assert fingerprint != audit.fingerprint(TOKEN + "x")
+    # The key stays with the box (0600) and across restarts; another box's key differs, so a
+    # fingerprint cannot be checked against a guessed token without the key.
+    assert audit.key_path.stat().st_mode & 0o077 == 0
+    assert AuditLog(tmp_path / "audit.log").fingerprint(TOKEN) == fingerprint
+    assert AuditLog(tmp_path / "other" / "audit.log").fingerprint(TOKEN) != fingerprint

@@ -14,7 +14,7 @@ from service_support import MJPEG_PASSWORD, RTSP_PASSWORD, RTSP_URL, TOKEN, Fake
 from edge.config import EdgeblurConfig
 from edge.configfile import load_config, save_config
 from edge.errors import ConfigError
-from service.deps import token_fingerprint
+from service.audit import AuditLog
 
 SECRETS = (RTSP_PASSWORD, MJPEG_PASSWORD, TOKEN)
 
@@ -113,7 +113,8 @@ def test_put_valid_writes_applies_and_audits(api, config_file):
     assert entry["method"] == "PUT"
     assert entry["client"] == "127.0.0.1"
     assert entry["forwarded_for"] is None
-    assert entry["token"] == token_fingerprint(TOKEN)
+    assert entry["token"] == AuditLog(api.settings.audit_log).fingerprint(TOKEN)
+    assert entry["weakens_privacy"] == []  # a longer hold_s is stronger, not weaker
     assert entry["time"].endswith("Z")
     datetime.fromisoformat(entry["time"].replace("Z", "+00:00"))
     assert entry["changes"] == response.json()["changes"]
@@ -211,7 +212,11 @@ def test_refused_by_the_pipeline_restores_the_file(api, config_file):
     assert response.status_code == 422
     assert "model yunet is not installed" in response.json()["detail"][0]["msg"]
     assert config_file.read_bytes() == before
-    assert audit_lines(api) == []
+    # Audited before it was tried, then recorded as failed: the trail shows the attempt.
+    attempt, failure = audit_lines(api)
+    assert "outcome" not in attempt
+    assert failure["outcome"] == "failed, nothing changed"
+    assert failure["changes"] == attempt["changes"]
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import av
@@ -749,3 +751,22 @@ def test_models_fetch_unknown_name_fails_cleanly(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("edgeblur: error: ") and "no-such-model" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_image_batch_skips_huge_and_non_regular_files_and_goes_on(tmp_path: Path) -> None:
+    """A PNG header claiming 100000 x 100000 ended the batch with a traceback, and a FIFO named
+    *.png hung it; now each is one failed file, the others are redacted, and the exit is 1."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    cv2.imwrite(str(inputs / "a_good.png"), np.full((64, 64, 3), 90, np.uint8))
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    header = struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    (inputs / "b_huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + header)
+    os.mkfifo(inputs / "c_fifo.png")
+    out = tmp_path / "out"
+    result = edgeblur("image", str(inputs), "--out", str(out))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "b_huge.png" in result.stderr and "c_fifo.png" in result.stderr
+    assert (out / "a_good.png").exists()

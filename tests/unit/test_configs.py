@@ -74,7 +74,8 @@ def test_council_camera_urls_expand_from_the_environment(monkeypatch: pytest.Mon
     for url in urls:
         expanded = expand_env(url)
         assert "${" not in expanded
-        assert re.match(r"rtsp://value-of-cam\d_user:value-of-cam\d_password@", expanded)
+        prefix = r"rtsp://value-of-edgeblur_cam_\d_user:value-of-edgeblur_cam_\d_password@"
+        assert re.match(prefix, expanded)
 
 
 def test_council_keeps_recordings_30_days_and_withholds_on_failure() -> None:

@@ -154,3 +154,29 @@ def test_sinks_refuse_anything_but_redacted(raw) -> None:
 def test_bad_settings_refused(settings) -> None:
     with pytest.raises(ValidationError):
         RedactionConfig(**settings)
+
+
+@pytest.mark.parametrize(
+    ("method", "setting"),
+    [("pixelate", {"pixelate_blocks": 64}), ("blur", {"blur_strength": 1e-6})],
+)
+@pytest.mark.parametrize("size", [8, 16, 32, 64])
+def test_weak_methods_change_every_face_at_any_size(method: str, setting: dict, size: int) -> None:
+    """64 mosaic cells over a face up to 64 px, or a near-zero blur, returned the face as it
+    was, and the frame still counted as redacted."""
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    frame = Frame(image, 0, 0.0)
+    config = RedactionConfig(method=method, mask_scale=1.0, mask_lift=0.0, **setting)
+    out = Redactor(config).redact(frame, _boxes((20, 20, 20 + size, 20 + size)))
+    region = (slice(20, 20 + size), slice(20, 20 + size))
+    change = np.abs(out.image[region].astype(int) - image[region].astype(int)).mean()
+    assert change >= 6.0
+
+
+def test_a_flat_region_that_blur_leaves_unchanged_fails_closed() -> None:
+    image = np.full((120, 160, 3), 40, np.uint8)
+    out = Redactor(RedactionConfig(method="blur", mask_scale=1.0, mask_lift=0.0)).redact(
+        Frame(image, 0, 0.0), _boxes((20, 20, 60, 60))
+    )
+    assert (out.image[20:60, 20:60] == 128).all()

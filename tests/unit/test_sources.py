@@ -16,6 +16,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -24,7 +26,7 @@ from pydantic import ValidationError
 from rtsp import RtspServer, counter_frame, free_port, make_counter_video, read_counter
 
 from edge.errors import SourceError
-from edge.sources.base import expand_env
+from edge.sources.base import expand_env, mask_url
 from edge.sources.demo import DemoSource, DemoSourceConfig
 from edge.sources.file import FileSource, FileSourceConfig
 from edge.sources.live import NewestFrameSlot, _Arrival
@@ -193,16 +195,16 @@ def test_rtsp_open_timeout_bounds_a_server_that_never_answers() -> None:
 def test_rtsp_missing_variable_is_named_and_no_value_leaks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("EDGEBLUR_TEST_CAM_USER", "user-value-7731")
-    monkeypatch.delenv("EDGEBLUR_TEST_CAM_PASS", raising=False)
+    monkeypatch.setenv("EDGEBLUR_CAM_TEST_USER", "user-value-7731")
+    monkeypatch.delenv("EDGEBLUR_CAM_TEST_PASS", raising=False)
     source = RtspSource(RtspSourceConfig(
-        url="rtsp://${EDGEBLUR_TEST_CAM_USER}:${EDGEBLUR_TEST_CAM_PASS}@127.0.0.1:9/cam"
+        url="rtsp://${EDGEBLUR_CAM_TEST_USER}:${EDGEBLUR_CAM_TEST_PASS}@127.0.0.1:9/cam"
     ))
     with pytest.raises(SourceError) as caught:
         source.open()
     source.close()
     assert not caught.value.retryable
-    assert "EDGEBLUR_TEST_CAM_PASS" in str(caught.value)
+    assert "EDGEBLUR_CAM_TEST_PASS" in str(caught.value)
     assert "user-value-7731" not in str(caught.value)
 
 
@@ -212,12 +214,12 @@ def test_rtsp_credentials_from_environment(
     caplog.set_level(logging.DEBUG)
     password = "s3cr@t-4417"
     with RtspServer(counter_video, credentials=f"admin:{password}") as server:
-        url = server.url.replace("rtsp://", "rtsp://admin:${EDGEBLUR_TEST_CAM_PASS}@")
-        monkeypatch.setenv("EDGEBLUR_TEST_CAM_PASS", password)
+        url = server.url.replace("rtsp://", "rtsp://admin:${EDGEBLUR_CAM_TEST_PASS}@")
+        monkeypatch.setenv("EDGEBLUR_CAM_TEST_PASS", password)
         source = opened(RtspSource(RtspSourceConfig(url=url, **FAST)))
         assert source.read() is not None
 
-        monkeypatch.setenv("EDGEBLUR_TEST_CAM_PASS", "wrong-9182")
+        monkeypatch.setenv("EDGEBLUR_CAM_TEST_PASS", "wrong-9182")
         refused = RtspSource(RtspSourceConfig(url=url, **FAST))
         with pytest.raises(SourceError) as caught:
             refused.open()
@@ -435,11 +437,11 @@ def test_mjpeg_corrupt_parts_are_skipped_with_a_retryable_error(opened) -> None:
 
 def test_mjpeg_basic_auth_from_environment(opened, monkeypatch: pytest.MonkeyPatch) -> None:
     with MjpegServer(auth="viewer:p@ss/word") as server:
-        url = server.url.replace("http://", "http://viewer:${EDGEBLUR_TEST_MJPEG_PASS}@")
-        monkeypatch.setenv("EDGEBLUR_TEST_MJPEG_PASS", "p%40ss%2Fword")  # URL-encoded
+        url = server.url.replace("http://", "http://viewer:${EDGEBLUR_CAM_TEST_MJPEG_PASS}@")
+        monkeypatch.setenv("EDGEBLUR_CAM_TEST_MJPEG_PASS", "p%40ss%2Fword")  # URL-encoded
         source = opened(mjpeg(url))
         assert source.read() is not None
-        monkeypatch.setenv("EDGEBLUR_TEST_MJPEG_PASS", "nope")
+        monkeypatch.setenv("EDGEBLUR_CAM_TEST_MJPEG_PASS", "nope")
         with pytest.raises(SourceError) as caught:
             mjpeg(url).open()
     assert not caught.value.retryable and "401" in str(caught.value)
@@ -586,9 +588,145 @@ def test_bad_source_config_is_refused(model, fields) -> None:
 
 
 def test_expand_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EDGEBLUR_TEST_A", "alpha")
-    assert expand_env("rtsp://${EDGEBLUR_TEST_A}@h/${EDGEBLUR_TEST_A}") == "rtsp://alpha@h/alpha"
-    assert expand_env("rtsp://h/$EDGEBLUR_TEST_A") == "rtsp://h/$EDGEBLUR_TEST_A"  # braces only
-    monkeypatch.delenv("EDGEBLUR_TEST_B", raising=False)
-    with pytest.raises(SourceError, match="EDGEBLUR_TEST_B is not set"):
-        expand_env("rtsp://u:${EDGEBLUR_TEST_B}@h/")
+    monkeypatch.setenv("EDGEBLUR_CAM_TEST_A", "alpha")
+    assert expand_env("rtsp://${EDGEBLUR_CAM_TEST_A}@h/x") == "rtsp://alpha@h/x"
+    assert expand_env("rtsp://h/$EDGEBLUR_CAM_TEST_A") == "rtsp://h/$EDGEBLUR_CAM_TEST_A"  # braces
+    monkeypatch.delenv("EDGEBLUR_CAM_TEST_B", raising=False)
+    with pytest.raises(SourceError, match="EDGEBLUR_CAM_TEST_B is not set"):
+        expand_env("rtsp://u:${EDGEBLUR_CAM_TEST_B}@h/")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "rtsp://${EDGEBLUR_CAM_TEST_A}@h/${EDGEBLUR_CAM_TEST_A}",  # path
+        "rtsp://u:p@${EDGEBLUR_CAM_TEST_A}/x",  # host
+        "rtsp://u:p@h:${EDGEBLUR_CAM_TEST_A}/x",  # port
+        "${EDGEBLUR_CAM_TEST_A}",  # the whole URL, scheme included
+        "rtsp://u:${EDGEBLUR_TOKEN}@h/x",  # a variable outside the camera prefix
+        "rtsp://u:${HOME}@h/x",
+    ],
+)
+def test_placeholders_expand_only_in_credentials_from_the_camera_prefix(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """A camera URL could send any environment variable (the API token) to any host."""
+    monkeypatch.setenv("EDGEBLUR_CAM_TEST_A", "attacker.example")
+    monkeypatch.setenv("EDGEBLUR_TOKEN", "the-api-token-0123456789")
+    with pytest.raises(ValidationError):
+        RtspSourceConfig(url=url)
+    with pytest.raises(SourceError):
+        expand_env(url)
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        ("p@ss", "p%40ss"),
+        ("a/b?c#d", "a%2Fb%3Fc%23d"),
+        ("with space", "with%20space"),
+        ("p%40ss", "p%40ss"),  # already encoded values keep working
+    ],
+)
+def test_a_secret_cannot_move_the_host(
+    monkeypatch: pytest.MonkeyPatch, value: str, encoded: str
+) -> None:
+    monkeypatch.setenv("EDGEBLUR_CAM_TEST_P", value + "@evil.example/")
+    expanded = expand_env("rtsp://admin:${EDGEBLUR_CAM_TEST_P}@10.0.0.5:554/live")
+    assert expanded == f"rtsp://admin:{encoded}%40evil.example%2F@10.0.0.5:554/live"
+    assert urlsplit(expanded).hostname == "10.0.0.5"
+
+
+@pytest.mark.parametrize(
+    ("model", "url"),
+    [
+        (RtspSourceConfig, "http://cam/x"),  # the scheme must match the source type
+        (RtspSourceConfig, "file:///etc/passwd"),
+        (MjpegSourceConfig, "rtsp://cam/x"),
+        (MjpegSourceConfig, "${EDGEBLUR_CAM_TEST_URL}"),
+    ],
+)
+def test_scheme_matches_the_source_type(model: Any, url: str) -> None:
+    with pytest.raises(ValidationError):
+        model(url=url)
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("rtsp://admin:pa ss@10.0.0.5/x", "rtsp://***@10.0.0.5/x"),
+        ("rtsp://admin:p@ss/w@10.0.0.5/x", "rtsp://***@10.0.0.5/x"),
+        ("http://10.0.0.5/video.mjpg", "http://10.0.0.5/video.mjpg"),
+        ("cannot open rtsp://a:b c d@h/x: refused", "cannot open rtsp://***@h/x: refused"),
+    ],
+)
+def test_credentials_are_masked_by_parsing_the_url(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+class _HostileMjpeg:
+    """One MJPEG connection on 127.0.0.1 that sends the given raw body after the headers."""
+
+    def __init__(self, body: Callable[[socket.socket], None]) -> None:
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(1)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/stream"
+        self._body = body
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self._listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.0 200 OK\r\n"
+                         b"Content-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n")
+            try:
+                self._body(conn)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@pytest.mark.parametrize("length", [b"-1", b"abc", b"+5", b"99999999999"])
+def test_mjpeg_bad_content_length_is_a_retryable_error(length: bytes) -> None:
+    """-1 once read the whole stream into memory; a non-numeric one failed the camera for good."""
+    def body(conn: socket.socket) -> None:
+        conn.sendall(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + length
+                     + b"\r\n\r\n" + b"x" * 4096)
+        time.sleep(2)
+
+    server = _HostileMjpeg(body)
+    source = mjpeg(server.url, max_frame_bytes=1024)
+    connection = source._connect()
+    try:
+        with pytest.raises(SourceError) as caught:
+            next(iter(connection.payloads()))
+    finally:
+        connection.close()
+        server.close()
+    assert caught.value.retryable
+
+
+def test_mjpeg_watchdog_counts_frames_not_bytes() -> None:
+    """A sender trickling bytes without ever finishing a frame is given up on."""
+    def body(conn: socket.socket) -> None:
+        conn.sendall(b"--frame\r\n")
+        for _ in range(200):
+            conn.sendall(b"X-Padding: 1\r\n")
+            time.sleep(0.05)
+
+    server = _HostileMjpeg(body)
+    source = mjpeg(server.url, read_timeout_s=0.5)
+    connection = source._connect()
+    started = time.monotonic()
+    try:
+        with pytest.raises(SourceError, match="no whole frame"):
+            next(iter(connection.payloads()))
+    finally:
+        connection.close()
+        server.close()
+    assert time.monotonic() - started < 5
