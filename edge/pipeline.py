@@ -344,6 +344,10 @@ class CameraWorker:
                 reason = ""
             recorder = self.recorder
             stream_url, stream = self._stream_status()
+            last_error = self._last_error
+            if recorder is not None and recorder.state in ("disk_full", "failed"):
+                # The recorder reports on its own thread; its error is the camera's news.
+                last_error = recorder.last_error or last_error
             return CameraStatus(
                 id=self.id,
                 enabled=True,
@@ -351,7 +355,7 @@ class CameraWorker:
                 fps=round(fps, 2),
                 ready=not reason,
                 reason=reason,
-                last_error=self._last_error,
+                last_error=last_error,
                 recording=recorder.state if recorder is not None else (
                     "idle" if self.camera.recording.enabled else "off"
                 ),

@@ -37,7 +37,7 @@ from service_support import FakeControl
 marker = Path(sys.argv[3])
 
 class Pipeline(FakeControl):
-    def __init__(self, config, config_path=None):
+    def __init__(self, config, config_path=None, **streams):
         super().__init__(config)
     def start(self):
         marker.write_text("started")
@@ -62,8 +62,9 @@ class FakePipeline(FakeControl):
 
     instances: list[FakePipeline] = []
 
-    def __init__(self, config, config_path=None) -> None:
+    def __init__(self, config, config_path=None, **streams) -> None:
         super().__init__(config)
+        self.streams = streams  # the RTSP streams' password and bind address
         self.started = self.stopped = False
         FakePipeline.instances.append(self)
 
