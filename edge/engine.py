@@ -565,8 +565,8 @@ class FrameEngine:
                     self._warm = True
                     self._events.detection(item)
                     self._deliver(processor.add_result(item))
-                elif item is not None:
-                    frame, arrived = item  # type: ignore[misc]
+                elif isinstance(item, tuple):
+                    frame, arrived = item
                     if self.settings.live:
                         self._room.release()
                     motion = self._motion.boxes(frame.image) if self._motion else None

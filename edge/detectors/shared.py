@@ -39,7 +39,8 @@ DETECTOR_NICE = 5
 class DetectorSettings(Protocol):
     """What the host needs of a detector config: its backend name and a stable identity."""
 
-    type: str
+    @property
+    def type(self) -> str: ...
 
     def model_dump_json(self) -> str: ...
 

@@ -39,7 +39,8 @@ class PacketConsumer(Protocol):
     output's own thread only; consume() may block (disk, network) without harming others.
     `packets_dropped`: packets it took but could not deliver (target down, full disk)."""
 
-    packets_dropped: int
+    @property
+    def packets_dropped(self) -> int: ...
 
     def open(self) -> None: ...
 
