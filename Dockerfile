@@ -15,6 +15,8 @@
 # in group video (gid 44, as on Debian and Raspberry Pi OS hosts; where the host's
 # /dev/videoN has another group, add `--group-add "$(stat -c %g /dev/video0)"`).
 
+# The base for both stages. `make image-test` builds this file against a Debian 12 it
+# bootstraps itself (no registry is reachable from CI): --build-arg PYTHON_IMAGE=<that image>.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
@@ -55,7 +57,9 @@ ENV PATH=/opt/edgeblur/venv/bin:$PATH \
 USER edgeblur
 # Relative data_dir values in a config land in the volume.
 WORKDIR /data
-VOLUME ["/data"]
+# Nothing else is written: the image runs with a read-only root (--read-only, plus a tmpfs
+# on /tmp under Docker; podman adds one itself).
+VOLUME ["/data", "/config"]
 EXPOSE 8080
 # /healthz answers while the process serves HTTP; python, because the slim image has no curl.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

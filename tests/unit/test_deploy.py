@@ -16,6 +16,7 @@ import shlex
 import shutil
 import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -100,12 +101,30 @@ def test_every_copied_path_exists_and_is_in_the_build_context(name: str) -> None
     assert "scripts/install.sh" in copied
 
 
-def test_ci_and_make_use_the_same_installer_as_the_images() -> None:
+def _make_plan(target: str) -> list[str]:
+    """The commands `make TARGET` would run from scratch (-B: as if nothing were built)."""
+    result = subprocess.run(
+        ["make", "-n", "-B", "-C", str(REPO), target], capture_output=True, text=True, check=True
+    )
+    return [line for line in result.stdout.splitlines() if not line.startswith("make")]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+@pytest.mark.parametrize(
+    ("target", "system"),
+    [("run", "--system"), ("test", "--system --test-system")],
+)
+def test_make_installs_system_packages_then_the_venv(target: str, system: str) -> None:
+    """The README's two commands set up a fresh machine themselves, apt packages first."""
+    plan = _make_plan(target)
+    assert plan[0] == f"scripts/install.sh {system}"
+    assert plan[1] == "scripts/install.sh --venv .venv --extras test --editable"
+
+
+def test_ci_runs_the_readme_command_and_the_fresh_machine_checks() -> None:
     ci = (REPO / ".ci/run").read_text()
-    makefile = (REPO / "Makefile").read_text()
-    assert "scripts/install.sh --system --test-system" in ci
     assert "make test" in ci
-    assert "scripts/install.sh --venv $(VENV)" in makefile
+    assert "make fresh-test" in ci and "make image-test" in ci
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)
@@ -185,13 +204,111 @@ def test_install_dry_run_prints_the_steps_and_touches_nothing(tmp_path: Path) ->
         check=True,
     )  # fmt: skip
     commands = [line[2:] for line in result.stdout.splitlines() if line.startswith("+ ")]
-    assert commands == [
+    pip = f"{venv}/bin/python -m pip install --quiet"
+    assert commands[:2] == [
         f"python3 -m venv {venv}",
         f"{venv}/bin/python -m pip install --quiet --upgrade pip",
-        f"{venv}/bin/python -m pip install --quiet -e {REPO}[test]",
+    ]
+    # Resolve everything, install it minus the GUI OpenCV builds, then the checkout itself.
+    assert commands[2].startswith(f"{pip} --dry-run --report ")
+    assert commands[2].endswith(f" -e {REPO}[test]")
+    assert commands[3].startswith("keep the resolved set minus opencv-python opencv-contrib-python")
+    assert commands[4].startswith(f"{pip} --no-deps -r ")
+    assert commands[5:] == [
+        f"{pip} --no-deps -e {REPO}[test]",
         f"{venv}/bin/edgeblur models fetch --cache-dir {tmp_path}/models centerface",
     ]
     assert not venv.exists()
+
+
+def test_core_install_is_headless() -> None:
+    """A server has no X11: the core depends on a headless OpenCV build, and the installer
+    leaves out every other cv2 wheel (mediapipe asks for the GUI one)."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    opencv = [d for d in project["dependencies"] if d.startswith("opencv")]
+    assert opencv == ["opencv-contrib-python-headless>=4.10"]
+    script = (REPO / "scripts/install.sh").read_text()
+    excluded = re.search(r'OTHER_OPENCV_WHEELS="([^"]+)"', script)
+    assert excluded is not None
+    assert set(excluded.group(1).split()) == {
+        "opencv-python",
+        "opencv-contrib-python",
+        "opencv-python-headless",
+    }
+
+
+def test_this_environment_has_one_headless_cv2() -> None:
+    """What install.sh left here: exactly one distribution owns cv2, and it is the headless one
+    (a second one would overwrite cv2 with files that need libxcb)."""
+    import importlib.metadata as metadata
+
+    owners = sorted(
+        {
+            d.metadata["Name"]
+            for d in metadata.distributions()
+            if any(str(f) == "cv2/__init__.py" for f in (d.files or []))
+        }
+    )
+    assert owners == ["opencv-contrib-python-headless"]
+
+
+def _fake_dpkg_query(bin_dir: Path) -> None:
+    """A PATH holding only what install.sh's apt step uses, where dpkg-query reports every
+    package as missing and apt-get and sudo do not exist."""
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "mktemp", "rm", "id", "cat", "grep", "python3"):
+        found = shutil.which(tool)
+        assert found is not None, tool
+        (bin_dir / tool).symlink_to(found)
+    fake = bin_dir / "dpkg-query"
+    fake.write_text("#!/bin/bash\necho 'unknown ok not-installed'\n")
+    fake.chmod(0o755)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root")
+def test_install_without_root_or_sudo_prints_the_command_to_run() -> None:
+    """No root and no sudo: fail at once with the exact command, never a traceback."""
+    # pytest's tmp_path lies under a directory only root may enter.
+    home = Path(tempfile.mkdtemp(prefix="edgeblur-nobody-"))
+    home.chmod(0o755)
+    bin_dir = home / "bin"
+    _fake_dpkg_query(bin_dir)
+    apt_get = bin_dir / "apt-get"  # there, but it must not be reached
+    apt_get.write_text("#!/bin/bash\nexit 99\n")
+    apt_get.chmod(0o755)
+    try:
+        result = subprocess.run(
+            [shutil.which("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups",
+             str(REPO / "scripts/install.sh"), "--system"],
+            env={"PATH": str(bin_dir), "HOME": str(home), "TMPDIR": "/tmp"},
+            capture_output=True,
+            text=True,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(home)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "needs root, and sudo is not installed" in result.stderr
+    assert (
+        "su -c 'apt-get update && apt-get install -y --no-install-recommends "
+        "ca-certificates libegl1 libgles2" in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_install_without_apt_names_the_packages(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    _fake_dpkg_query(bin_dir)
+    result = subprocess.run(
+        [str(REPO / "scripts/install.sh"), "--system"],
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path), "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "has no apt-get" in result.stderr
+    assert "ca-certificates libegl1 libgles2" in result.stderr
 
 
 def test_install_with_nothing_to_do_says_so() -> None:
@@ -279,6 +396,7 @@ def test_unit_runs_the_service_hardened() -> None:
     assert _unit_value("ProtectSystem") == "strict"
     assert _unit_value("Restart") == "on-failure"
     assert _unit_value("CapabilityBoundingSet") == ""
+    assert _unit_value("LimitCORE") == "0"  # raw frames in memory never reach a core file
     assert "video" in _unit_value("SupplementaryGroups").split()
     assert "/var/lib/edgeblur" in _unit_value("ReadWritePaths").split()
     environment_files = [v for _, k, v in _unit_entries() if k == "EnvironmentFile"]
