@@ -446,3 +446,26 @@ def test_systemd_verify_catches_a_bad_key(tmp_path: Path) -> None:
         ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True
     )
     assert "Unknown key" in result.stderr
+
+
+def test_compose_runs_the_image_as_the_docs_say() -> None:
+    """docker-compose.yml: config and data volumes, the env file, a restart policy, the
+    image's own health check, a read-only root and no core dumps (raw frames are in memory)."""
+    import yaml
+
+    service = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["edgeblur"]
+    assert service["build"] == "."
+    assert service["env_file"] == "edgeblur.env"
+    assert service["restart"] == "unless-stopped"
+    targets = {volume.split(":")[1] for volume in service["volumes"]}
+    assert targets == {"/config", "/data"}
+    assert service["read_only"] is True and service["ulimits"]["core"] == 0
+    assert service["ports"] == ["127.0.0.1:8080:8080"]
+    (image_check,) = [
+        json_or_shell_words(i["value"].split("CMD", 1)[1])
+        for i in _final_stage("Dockerfile")
+        if i["instruction"] == "HEALTHCHECK"
+    ]
+    assert service["healthcheck"]["test"] == ["CMD", *image_check]
+    example = (REPO / "deploy/edgeblur.env.example").read_text()
+    assert "EDGEBLUR_TOKEN=" in example
