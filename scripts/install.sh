@@ -55,7 +55,8 @@ usage: scripts/install.sh [options]
 USAGE
 }
 
-want_system=false want_test_system=false want_container_system=false want_models=false editable=false dry_run=false
+want_system=false want_test_system=false want_container_system=false
+want_models=false editable=false dry_run=false
 venv="" extras="" model_dir="" python=python3
 models=()
 while [ $# -gt 0 ]; do
@@ -76,7 +77,8 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-if ! $want_system && ! $want_test_system && ! $want_container_system && [ -z "$venv" ] && ! $want_models; then
+if ! $want_system && ! $want_test_system && ! $want_container_system && [ -z "$venv" ] \
+    && ! $want_models; then
     echo "install.sh: nothing to do" >&2
     usage >&2
     exit 2
@@ -105,10 +107,11 @@ apt_command() {
 }
 
 install_apt() {
-    local why=$1 missing=() unknown=() package policy
+    local why=$1 missing=() unknown=() package policy status
     shift
     for package in "$@"; do
-        if [ "$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)" != "install ok installed" ]; then
+        status=$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null || true)
+        if [ "$status" != "install ok installed" ]; then
             missing+=("$package")
         fi
     done
@@ -117,8 +120,9 @@ install_apt() {
         return
     fi
     echo "installing with apt: ${missing[*]} ($why)"
+    local install=("${SUDO[@]}" apt-get "${APT_WAIT[@]}" install -y -q --no-install-recommends)
     if $dry_run; then
-        run "${SUDO[@]}" apt-get "${APT_WAIT[@]}" install -y -q --no-install-recommends "${missing[@]}"
+        run "${install[@]}" "${missing[@]}"
         return
     fi
     if ! command -v apt-get >/dev/null; then
@@ -151,7 +155,7 @@ install_apt() {
         echo "install.sh: no such apt package(s) here: ${unknown[*]}" >&2
         exit 1
     fi
-    run "${SUDO[@]}" apt-get "${APT_WAIT[@]}" install -y -q --no-install-recommends "${missing[@]}"
+    run "${install[@]}" "${missing[@]}"
 }
 
 # OpenCV comes as four wheels that all install the same cv2 directory; edgeblur uses the headless

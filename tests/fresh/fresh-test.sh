@@ -65,10 +65,11 @@ cleanup() {
 }
 trap cleanup EXIT
 commit=$(git -C "$REPO" stash create)
-commit=${commit:-$(git -C "$REPO" rev-parse HEAD)}
+commit=${commit:-$(git -C "$REPO" rev-parse HEAD)}  # stash create prints nothing when clean
 git -C "$REPO" update-ref refs/fresh-test/head "$commit"
 git -C "$REPO" bundle create --quiet "$work/edgeblur.bundle" refs/fresh-test/head
-echo "::: testing $(git -C "$REPO" rev-parse --short HEAD)$([ "$commit" != "$(git -C "$REPO" rev-parse HEAD)" ] && echo ' plus uncommitted changes')"
+head=$(git -C "$REPO" rev-parse HEAD)
+echo "::: testing ${head:0:7}$([ "$commit" = "$head" ] || echo ' plus uncommitted changes')"
 
 mounts=(-v "$work/edgeblur.bundle:/src/edgeblur.bundle:ro")
 if [ -d "$REPO/../shared" ]; then

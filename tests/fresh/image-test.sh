@@ -49,7 +49,8 @@ if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
     rm -rf "$context" && mkdir -p "$context"
     cp /usr/local/share/ca-certificates/*.crt "$context/"
     printf '%s\n' "FROM $base" "COPY *.crt /usr/local/share/ca-certificates/" \
-        "RUN apt-get update -q && apt-get install -y -q --no-install-recommends ca-certificates \\" \
+        "RUN apt-get update -q \\" \
+        " && apt-get install -y -q --no-install-recommends ca-certificates \\" \
         " && update-ca-certificates && rm -rf /var/lib/apt/lists/*" >"$context/Containerfile"
     "${podman[@]}" build --quiet --arch "$arch" "${limits[@]}" -t "$base-ca" "$context" >/dev/null
     base=$base-ca
