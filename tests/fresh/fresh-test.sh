@@ -15,7 +15,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-suite=bookworm keep=false
+suite=bookworm keep=false label="make test"
 # `make run` in the background; the harness, not the newcomer, polls /readyz from inside.
 # shellcheck disable=SC2016  # expanded by the container's shell
 MAKE_RUN_CHECK='make run >/tmp/make-run.log 2>&1 & run=$!
@@ -43,8 +43,8 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --suite) suite=${2:?--suite needs a Debian suite}; shift ;;
         --keep) keep=true ;;
-        --make-run) command=(bash -c "$MAKE_RUN_CHECK") ;;
-        --) shift; command=("$@"); break ;;
+        --make-run) command=(bash -c "$MAKE_RUN_CHECK") label="make run, until /readyz 200" ;;
+        --) shift; command=("$@"); label="$*"; break ;;
         -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) echo "fresh-test.sh: unknown option $1" >&2; exit 2 ;;
     esac
@@ -76,7 +76,7 @@ echo "::: testing ${head:0:7}$([ "$commit" = "$head" ] || echo ' plus uncommitte
 
 mounts=(-v "$work/edgeblur.bundle:/src/edgeblur.bundle:ro")
 if [ -d "$REPO/../shared" ]; then
-    mounts+=(-v "$(cd "$REPO/../shared" && pwd):/work/shared:ro")
+    mounts+=(-v "$(cd "$REPO/../shared" && pwd -P):/work/shared:ro")
 fi
 # A machine whose egress re-signs TLS (as this CI's does) has its own CA; hand its bundle in
 # for pip and the model downloads. A machine on the open internet needs nothing.
@@ -93,7 +93,7 @@ fi
 
 clone='git init -q /work/edgeblur && cd /work/edgeblur
 git fetch -q /src/edgeblur.bundle refs/fresh-test/head && git checkout -q -b fresh FETCH_HEAD'
-echo "::: in a new $image container: ${command[*]}"
+echo "::: in a new $image container: $label"
 podman --runtime runc run --name "$name" --ulimit nofile=20000:20000 --ulimit nproc=4096:4096 \
     --shm-size 1g "${mounts[@]}" "${environment[@]}" "$image" \
     bash -c "set -e; $clone; cd /work/edgeblur; exec \"\$@\"" fresh "${command[@]}"
