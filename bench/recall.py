@@ -18,7 +18,7 @@ was masked that is not a face. ms/image is the wall time of the `edgeblur image`
 included) over the number of images, with its CPU time (user + system) beside it; the machine
 must be otherwise quiet for the wall time to mean anything.
 
-Prints markdown tables. Nothing here asserts a number; acceptance lives in the README.
+Prints markdown tables. Nothing here asserts a number; the figures live in docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import resource
 import signal
 import sys
 import threading
@@ -41,6 +42,7 @@ def serve(config_path: Path | None, host: str | None = None, port: int | None = 
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _no_core_dumps()
     try:
         config = load_config(config_path)
         settings = AppSettings.from_config(config, config_path)
@@ -77,6 +79,15 @@ def serve(config_path: Path | None, host: str | None = None, port: int | None = 
         pipeline.stop()
         stop.uninstall()
     return 0
+
+
+def _no_core_dumps() -> None:
+    """Raw frames live in this process's memory: a crash must not write them to a core file,
+    whatever the deployment (systemd's LimitCORE and the compose file say the same)."""
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ValueError, OSError) as error:
+        log.warning("could not turn core dumps off: %s", error)
 
 
 def server_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:

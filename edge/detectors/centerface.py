@@ -53,7 +53,7 @@ class CenterFaceConfig(BaseDetectorConfig):
     type: Literal["centerface"] = Field(
         "centerface", description="CenterFace (MIT): the default."
     )
-    # Measured with bench/recall.py on WIDER FACE validation images: see the README.
+    # Measured with bench/recall.py on WIDER FACE validation images: see docs/benchmarks.md.
     threshold: float = threshold_field(0.12)
     small_face_threshold: float | None = small_face_threshold_field(0.05)
     nms_iou: float = nms_iou_field(0.3)

@@ -35,7 +35,7 @@ class YuNetConfig(BaseDetectorConfig):
     type: Literal["yunet"] = Field(
         "yunet", description="YuNet (MIT, cv2.FaceDetectorYN); its model is only on GitHub."
     )
-    # Measured with bench/recall.py on WIDER FACE validation images: see the README.
+    # Measured with bench/recall.py on WIDER FACE validation images: see docs/benchmarks.md.
     threshold: float = threshold_field(0.4)
     small_face_threshold: float | None = small_face_threshold_field(0.2)
     model_path: Path | None = Field(

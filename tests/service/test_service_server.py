@@ -8,6 +8,7 @@ contract), so these tests cover the serving process, not the cameras (tests/e2e 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -142,6 +143,9 @@ def test_sigterm_shuts_down_cleanly_with_a_preview_open(tmp_path):
 
         wait_until(healthy, 60, "the server to answer /healthz")
         assert marker.read_text() == "started"
+        # Raw frames live in the service's memory: it never dumps core.
+        limits = Path(f"/proc/{process.pid}/limits").read_text()
+        assert re.search(r"^Max core file size\s+0\s+0\s", limits, re.MULTILINE), limits
         snapshot = httpx.get(f"{url}/api/cameras/gate/snapshot.jpg?token={TOKEN}", timeout=10)
         assert snapshot.status_code == 200
 
