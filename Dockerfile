@@ -1,7 +1,7 @@
 # edgeblur for amd64 and arm64 (Raspberry Pi 4/5 with a 64-bit OS, x86 servers):
 #
 #   docker buildx build --platform linux/amd64,linux/arm64 -t edgeblur .
-#   docker run -d --name edgeblur -p 8080:8080 \
+#   docker run -d --name edgeblur -p 8080:8080 -p 8554:8554 \
 #       -e EDGEBLUR_TOKEN="$(openssl rand -hex 24)" \
 #       -v "$PWD/config:/config" -v edgeblur-data:/data edgeblur
 #   docker exec edgeblur edgeblur verify /data/recordings     # the data-protection audit
@@ -60,7 +60,9 @@ WORKDIR /data
 # Nothing else is written: the image runs with a read-only root (--read-only, plus a tmpfs
 # on /tmp under Docker; podman adds one itself).
 VOLUME ["/data", "/config"]
-EXPOSE 8080
+# 8080: the API and dashboard; 8554: each camera's anonymised RTSP stream (user edgeblur,
+# password the token).
+EXPOSE 8080 8554
 # /healthz answers while the process serves HTTP; python, because the slim image has no curl.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
