@@ -159,7 +159,9 @@ def test_images_check_health_and_serve_on_all_interfaces(name: str) -> None:
     assert cmd[cmd.index("--host") + 1] == "0.0.0.0"
     port = cmd[cmd.index("--port") + 1]
     assert f":{port}/healthz" in health[0]
-    assert any(i["instruction"] == "EXPOSE" and i["value"] == port for i in final)
+    assert any(
+        i["instruction"] == "EXPOSE" and i["value"].split() == [port, "8554"] for i in final
+    ), "the API and the RTSP stream ports"
     assert any(i["instruction"] == "VOLUME" and "/data" in i["value"] for i in final)
 
 
@@ -460,7 +462,7 @@ def test_compose_runs_the_image_as_the_docs_say() -> None:
     targets = {volume.split(":")[1] for volume in service["volumes"]}
     assert targets == {"/config", "/data"}
     assert service["read_only"] is True and service["ulimits"]["core"] == 0
-    assert service["ports"] == ["127.0.0.1:8080:8080"]
+    assert service["ports"] == ["127.0.0.1:8080:8080", "127.0.0.1:8554:8554"]
     (image_check,) = [
         json_or_shell_words(i["value"].split("CMD", 1)[1])
         for i in _final_stage("Dockerfile")
