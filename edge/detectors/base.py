@@ -89,6 +89,15 @@ class BaseDetectorConfig(BaseModel):
         "0.5 finds faces too large for the network at full size (close-ups); values above 1 "
         "find tiny faces.",
     )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Threads one detector run may use (onnxruntime backends). None: every CPU "
+        "the process may use for `edgeblur video` and `edgeblur image`, all but one for the "
+        "camera service, whose decoding and encoding need a core of their own: a run spread "
+        "over cores that are also busy waits for its slowest thread.",
+    )
     tiles: int = Field(
         1,
         ge=1,

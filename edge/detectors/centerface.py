@@ -88,7 +88,7 @@ def _opencv_network(model_path: Path) -> Network:
     return forward
 
 
-def _onnxruntime_network(model_path: Path) -> Network:
+def _onnxruntime_network(model_path: Path, threads: int | None = None) -> Network:
     """The pinned file, adapted in memory: its graph declares the 32x32 input it was exported
     with (OpenCV ignores that, onnxruntime enforces it), so batch, height and width become
     free; it lists its weights as inputs too (old ONNX), which stops onnxruntime folding them,
@@ -120,7 +120,7 @@ def _onnxruntime_network(model_path: Path) -> Network:
         # core, escaping the CPUs the process was given (taskset, Docker --cpuset-cpus,
         # systemd CPUAffinity): a run pinned to one core used two. Threads it is told how
         # many to start are not pinned. usable_cpus also counts a CPU quota (Docker --cpus).
-        options.intra_op_num_threads = usable_cpus()
+        options.intra_op_num_threads = min(threads or usable_cpus(), usable_cpus())
         # A memory pattern plans one block for all of a run's intermediate tensors; without it
         # the arena reuses freed ones. `edgeblur video` on the 1080p walking clip peaked at
         # 955 MiB instead of 1250 (720p: 540 instead of 575), at the same speed (3 runs each).
@@ -155,8 +155,10 @@ class CenterFaceDetector(Detector):
         elif backend == "onnxruntime" and not onnxruntime_installed():
             raise DetectorError(ONNXRUNTIME_MISSING)
         self.backend = backend
-        network = _onnxruntime_network if backend == "onnxruntime" else _opencv_network
-        self._forward = network(model_path)
+        if backend == "onnxruntime":
+            self._forward = _onnxruntime_network(model_path, config.threads)
+        else:
+            self._forward = _opencv_network(model_path)
 
     @classmethod
     def create(cls, config: CenterFaceConfig, store: ModelStore) -> CenterFaceDetector:
