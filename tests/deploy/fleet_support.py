@@ -3,10 +3,15 @@ can import it): where deploy/ is, and `edgeblur serve` run for real in a subproc
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +102,93 @@ def service_config(workdir: Path, cameras: list[dict[str, Any]], **top: Any) -> 
         "cameras": cameras,
         **top,
     }
+
+
+class Mosquitto:
+    """Debian's mosquitto broker on 127.0.0.1, anonymous, nothing persisted. stop() kills it
+    (a broker that vanishes); start() brings it back on the same port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.config = workdir / "mosquitto.conf"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "log_dest stderr\n"
+        )
+        self.log = workdir / "mosquitto.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("a") as log_file:
+            self.process = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.config)], stdout=log_file, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not listen: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            process.kill()
+            process.wait(timeout=10)
+
+    def __enter__(self) -> Mosquitto:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+class Subscriber:
+    """A paho client recording every message under `topics` (it reconnects by itself)."""
+
+    def __init__(self, port: int, topics: list[str]) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fleet-test")
+        self.client.reconnect_delay_set(min_delay=1, max_delay=2)
+
+        def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+            for topic in topics:
+                client.subscribe(topic, qos=1)
+
+        def on_message(client: Any, userdata: Any, message: Any) -> None:
+            with self._lock:
+                self.messages.append((message.topic, message.payload, bool(message.retain)))
+
+        self.client.on_connect = on_connect
+        self.client.on_message = on_message
+        self.client.connect_async("127.0.0.1", port, keepalive=5)
+        self.client.loop_start()
+
+    def received(self, topic: str) -> list[bytes]:
+        with self._lock:
+            return [payload for t, payload, _ in self.messages if t == topic]
+
+    def json(self, topic: str) -> list[dict[str, Any]]:
+        return [json.loads(p) for p in self.received(topic) if p]
+
+    def topics(self) -> set[str]:
+        with self._lock:
+            return {t for t, _, _ in self.messages}
+
+    def clear(self) -> None:
+        with self._lock:
+            self.messages.clear()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
