@@ -211,6 +211,7 @@ def test_the_pieces_fit_together(overlay: Path) -> None:
     service = by_kind(objects, "Service")
     assert service["spec"]["selector"].items() <= labels.items()
     assert {p["targetPort"] for p in service["spec"]["ports"]} == set(ports)
+    assert service["spec"]["publishNotReadyAddresses"] is True  # one pod for all cameras
     annotations = service["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/path"] == "/metrics"
