@@ -8,8 +8,9 @@ or gone only delays this thread's messages, and what it holds for the broker is 
 Topics, under <topic_prefix>/<node_id> (one box):
   status                    "online" / "offline" (retained; the broker sends "offline" itself
                             when the box vanishes, as the connection's last will)
-  <camera>/state            retained JSON: state, ready, reason, recording, failing_closed, fps
-                            and the camera's counters; on every change, and every 30 s
+  <camera>/state            retained JSON: state, ready, reason, recording, failing_closed, fps,
+                            detections_per_s and the camera's counters; on every change, and
+                            every 30 s
   <camera>/event            JSON events: "state" and "recording" changes (from, to),
                             "fail_closed_start" and "fail_closed_end" (frames, duration_s)
   <camera>/faces            JSON every face_count_interval_s: masked regions summed over the
@@ -265,6 +266,7 @@ class MqttObserver:
             "frames_out": status.frames_out,
             "frames_withheld": status.frames_withheld,
             "faces_redacted": status.faces_redacted,
+            "frames_dropped": status.frames_dropped,
         }, sort_keys=True)
         # fps changes every poll: sent with the others, but it alone does not cause a message.
         changed = _without_counters(payload) != _without_counters(track.state_payload)
@@ -273,6 +275,7 @@ class MqttObserver:
             return
         document = json.loads(payload)
         document["fps"] = round(status.fps, 2)
+        document["detections_per_s"] = round(status.detections_per_s, 2)
         if self._send(f"{self.base}/{status.id}/state", json.dumps(document), retain=True):
             track.state_payload = payload
             track.state_published_at = now
@@ -376,7 +379,7 @@ def _without_counters(payload: str) -> str:
     if not payload:
         return ""
     document = json.loads(payload)
-    for key in ("frames_in", "frames_out", "frames_withheld", "faces_redacted"):
+    for key in ("frames_in", "frames_out", "frames_withheld", "faces_redacted", "frames_dropped"):
         document.pop(key, None)
     return json.dumps(document, sort_keys=True)
 

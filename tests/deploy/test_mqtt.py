@@ -136,7 +136,8 @@ def test_discovery_payloads_match_home_assistants_schema() -> None:
     observer = MqttObserver(ScriptedControl(), MqttConfig(enabled=True, node_id="box1"))
     messages = observer.discovery_messages("high-street-north")
     state_keys = {"state", "ready", "reason", "recording", "failing_closed", "fps",
-                  "frames_in", "frames_out", "frames_withheld", "faces_redacted"}
+                  "frames_in", "frames_out", "frames_withheld", "faces_redacted",
+                  "frames_dropped", "detections_per_s"}
     unique_ids = set()
     components = set()
     for topic, payload in messages.items():
