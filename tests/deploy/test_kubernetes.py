@@ -205,7 +205,7 @@ def test_the_pieces_fit_together(overlay: Path) -> None:
 
     # Probes, ports and the Service.
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": config.service.port, "rtsp": 8554}
+    assert ports == {"http": config.service.port, "rtsp": config.service.rtsp.port}
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     service = by_kind(objects, "Service")
