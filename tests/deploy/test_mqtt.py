@@ -19,9 +19,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
 import pytest
-from fleet_support import EdgeblurService, Mosquitto, Subscriber, service_config
+from fleet_support import TOKEN, EdgeblurService, Mosquitto, Subscriber, service_config
 from waiting import wait_until
 
 from edge.config import EdgeblurConfig, MqttConfig
@@ -300,5 +301,20 @@ def test_broker_down_never_touches_the_cameras_and_the_service_reconnects(
                        "the service to reconnect and say it is online")
             wait_until(lambda: any(m["state"] == "running" for m in subscriber.json(state_topic)),
                        20, "the camera's state re-published")
+
+            # Where events go is the box owner's: the API may not point the broker (and the
+            # password taken from an environment variable it names) anywhere else.
+            written = service.config_path.read_text()
+            response = httpx.patch(
+                f"{service.url}/api/config",
+                json={"mqtt": {"host": "broker.elsewhere.example", "password_env":
+                               "EDGEBLUR_TOKEN", "username": "x"}},
+                headers={"Authorization": f"Bearer {TOKEN}",
+                         "Content-Type": "application/merge-patch+json"},
+                timeout=10,
+            )
+            assert response.status_code == 403, response.text
+            assert "mqtt" in response.json()["detail"]
+            assert service.config_path.read_text() == written
         assert "mqtt: disconnected" in service.log.read_text()
         subscriber.close()
