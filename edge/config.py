@@ -255,6 +255,54 @@ def _url_host(url: str) -> str:
 MAX_CAMERAS = 64
 
 
+class MqttConfig(_Strict):
+    """Events and Home Assistant discovery on an MQTT broker, published by the service from a
+    thread of its own that only reads the cameras' status: a slow or absent broker never holds
+    up a camera. Counts only, never anything about a face but how many were masked."""
+
+    enabled: bool = Field(False, description="Publish camera events to the broker.")
+    host: str = Field("127.0.0.1", min_length=1, description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual with TLS).")
+    tls: bool = Field(False, description="Connect with TLS, checking the broker's certificate.")
+    ca_file: Path | None = Field(
+        None, description="CA bundle to check the broker's certificate; default: the system's."
+    )
+    username: str | None = Field(None, min_length=1, description="Broker user name, if any.")
+    password_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the broker password (never in this file).",
+    )
+    node_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="This box's name in topics and Home Assistant ids; default: the host name.",
+    )
+    topic_prefix: str = Field(
+        "edgeblur",
+        pattern=r"^[^#+\s]+$",
+        description="Topics are <topic_prefix>/<node_id>/<camera>/...; no MQTT wildcards.",
+    )
+    discovery: bool = Field(
+        True, description="Announce each camera to Home Assistant as a device (MQTT discovery)."
+    )
+    discovery_prefix: str = Field(
+        "homeassistant",
+        pattern=r"^[^#+\s]+$",
+        description="Home Assistant's discovery prefix (its default is homeassistant).",
+    )
+    poll_s: float = Field(
+        1.0, ge=0.05, le=60.0, description="How often the cameras' status is read."
+    )
+    face_count_interval_s: float = Field(
+        60.0,
+        ge=1.0,
+        le=3600.0,
+        description="Publish each camera's count of masked regions over this interval.",
+    )
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive interval.")
+
+
 def _default_cameras() -> list[CameraConfig]:
     return [CameraConfig(id="demo", source=DemoSourceConfig())]
 
@@ -271,6 +319,7 @@ class EdgeblurConfig(_Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
     privacy_floor: PrivacyFloorConfig = Field(
         default_factory=PrivacyFloorConfig,
         description="The least privacy an API change may leave; file only.",

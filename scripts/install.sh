@@ -26,9 +26,11 @@ RUNTIME_PACKAGES="ca-certificates libegl1 libgles2 \
 python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good"
 # What CI and the tests run for real: make (`make test`), the ffmpeg CLI, a GStreamer RTSP
 # server on loopback (through PyGObject), and Chromium with its driver for the dashboard's
-# Selenium tests.
+# Selenium tests; Prometheus (promtool and a real scrape) and the mosquitto MQTT broker for the
+# fleet tests (deploy/).
 TEST_PACKAGES="make ffmpeg gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-good \
-gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav chromium chromium-driver"
+gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav chromium chromium-driver \
+prometheus mosquitto"
 # What `make fresh-test` and `make image-test` need to bootstrap Debian and run containers.
 CONTAINER_PACKAGES="podman runc mmdebstrap slirp4netns uidmap"
 

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 from edge.configfile import load_config
 from edge.errors import ConfigError
 from service.app import AppSettings, create_app
+from service.mqtt import MqttObserver, start_observer
 
 log = logging.getLogger("edgeblur.service")
 
@@ -59,9 +60,11 @@ def serve(config_path: Path | None, host: str | None = None, port: int | None = 
     pipeline = Pipeline(
         config, config_path=config_path, stream_password=settings.token, stream_host=host
     )
+    mqtt: MqttObserver | None = None
     try:
         stop.install()
         pipeline.start()
+        mqtt = start_observer(pipeline, config.mqtt)
         server = uvicorn.Server(server_config(create_app(pipeline, settings), host, port))
         stop.server = server
         _mask_query_tokens_in_access_log()
@@ -75,6 +78,8 @@ def serve(config_path: Path | None, host: str | None = None, port: int | None = 
                 log.error("could not start the HTTP server on %s:%d", host, port)
                 return 1
     finally:
+        if mqtt is not None:
+            mqtt.stop()
         log.info("stopping the pipeline")
         pipeline.stop()
         stop.uninstall()

@@ -150,7 +150,9 @@ MAX_JSON_DEPTH = 32
 
 # Sections an API change may not touch: who may call it (token, token_env), where it listens
 # (the RTSP server too, which also names the program it runs), where its trail and data go,
-# which models it loads, and the privacy floor itself. Only the config file on the box sets them.
+# which models it loads, the privacy floor itself, and where events go (an MQTT broker with the
+# password from an environment variable the section names, so pointing it elsewhere could send
+# any of the service's secrets away). Only the config file on the box sets them.
 FILE_ONLY = (
     "service.token",
     "service.token_env",
@@ -161,6 +163,7 @@ FILE_ONLY = (
     "storage.data_dir",
     "models.cache_dir",
     "privacy_floor",
+    "mqtt",
 )
 
 
