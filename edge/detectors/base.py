@@ -93,10 +93,8 @@ class BaseDetectorConfig(BaseModel):
         None,
         ge=1,
         le=256,
-        description="Threads one detector run may use (onnxruntime backends). None: every CPU "
-        "the process may use for `edgeblur video` and `edgeblur image`, all but one for the "
-        "camera service, whose decoding and encoding need a core of their own: a run spread "
-        "over cores that are also busy waits for its slowest thread.",
+        description="Threads one detector run may use (onnxruntime backends); none = every CPU "
+        "the process may use. Fewer leave cores to decoding and encoding on a busy box.",
     )
     tiles: int = Field(
         1,
