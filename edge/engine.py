@@ -61,7 +61,9 @@ class StreamSettings:
     the detector is free (the look-ahead's own delay is the tracking config's). budget_s: a frame
     not released this long after its arrival fails closed (None: no limit, for files).
     live: drop at ingest instead of blocking. second_look: run the redactor's second look on
-    the frames the detector ran on. motion_only: no detector at all, motion masks only."""
+    the frames the detector ran on. motion_only: no detector at all, motion masks only.
+    detections_after: detector runs at or after a frame before it is released (2: a face
+    first found one run late is still carried back over it)."""
 
     detect_every: int | None = None
     budget_s: float | None = 1.0
@@ -69,6 +71,7 @@ class StreamSettings:
     second_look: bool = False
     fail_policy: FailPolicy = "withhold"
     motion_only: bool = False
+    detections_after: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +118,7 @@ class FrameProcessor:
         self._redactor = redactor
         self._request = request
         self._look_again = look_again
-        self._masker = TemporalMasker(tracking)
+        self._masker = TemporalMasker(tracking, settings.detections_after)
         self._waiting: deque[_Held] = deque()  # accepted, not yet pushed into the masker
         self._held: deque[_Held] = deque()  # pushed into the masker, not yet released
         self._scheduled: deque[_Held] = deque()  # fixed schedule: to search, in order

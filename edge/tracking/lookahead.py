@@ -64,16 +64,21 @@ class TemporalMasker:
     - (already in the tracker's output) the box of a face only seen before, held for hold_s.
     The output for a frame always contains the detector's own boxes for it: boxes are only
     ever added. `detections=None` means the detector did not run on the frame. A frame is
-    released once D newer frames have arrived AND a detection on it or a later frame has come
-    in ("covered"), so every released frame lies between two detector runs whatever the
-    detection schedule; `flush` and `release_oldest` release frames without that guarantee,
-    for the caller to treat as unchecked.
+    released once D newer frames have arrived AND `detections_after` detections on it or later
+    frames have come in ("covered"), so every released frame lies between two detector runs
+    whatever the detection schedule; `flush` and `release_oldest` release frames without that
+    guarantee, for the caller to treat as unchecked.
 
     Not thread-safe: one instance belongs to one camera's pipeline thread.
     """
 
-    def __init__(self, config: TrackingConfig) -> None:
+    def __init__(self, config: TrackingConfig, detections_after: int = 1) -> None:
+        if detections_after < 1:
+            raise ValueError(f"detections_after must be >= 1, got {detections_after}")
         self.config = config
+        # How many detector runs at or after a frame must have come in before it is released:
+        # 2 lets a face first found one run late still be carried back over this frame.
+        self.detections_after = detections_after
         self._reset()
 
     def _reset(self) -> None:
@@ -81,7 +86,7 @@ class TemporalMasker:
         self._pending: deque[_Pending] = deque()
         self._sightings: dict[int, list[_Sighting]] = {}  # per track id, oldest first
         self._seq = 0
-        self._last_detected_seq = -1  # seq of the newest frame pushed with detections
+        self._detected_seqs: deque[int] = deque()  # seqs pushed with detections, still needed
 
     @property
     def delay_frames(self) -> int:
@@ -99,7 +104,7 @@ class TemporalMasker:
         if detections is None:
             online = self._tracker.coasting(frame.timestamp)
         else:
-            self._last_detected_seq = self._seq
+            self._detected_seqs.append(self._seq)
             online, ids = self._tracker.update_with_ids(detections, frame.timestamp)
             for track_id, box, score in zip(ids, detections.xyxy, detections.score, strict=True):
                 self._sightings.setdefault(track_id, []).append(
@@ -108,12 +113,15 @@ class TemporalMasker:
         self._pending.append(_Pending(frame, self._seq, online))
         self._seq += 1
         released = []
-        while (
-            len(self._pending) > self.delay_frames
-            and self._pending[0].seq <= self._last_detected_seq
-        ):
+        while len(self._pending) > self.delay_frames and self._covered(self._pending[0].seq):
             released.append(self._release())
         return released
+
+    def _covered(self, seq: int) -> bool:
+        """detections_after detector runs at or after `seq` have come in."""
+        while self._detected_seqs and self._detected_seqs[0] < seq:
+            self._detected_seqs.popleft()
+        return len(self._detected_seqs) >= self.detections_after
 
     def release_oldest(self) -> tuple[Frame, Detections] | None:
         """Release the oldest held frame now, covered or not (None when nothing is held): for

@@ -340,6 +340,19 @@ def test_every_frame_comes_out_once_in_order_and_the_buffer_stays_bounded(lookah
     assert all(a is b for a, b in zip(out, frames, strict=True))
 
 
+def test_with_two_detections_after_a_face_found_one_run_late_is_carried_back() -> None:
+    """A camera searches frames 0, 3 and 6. A face present from frame 1 is missed on frame 3
+    (too small yet) and found on frame 6: frames 1-2 wait for the search on 6 and are masked."""
+    face = square(120, 80)
+    stream: list[Detections | None] = [dets(), None, None, dets(), None, None, dets(face)]
+    released_one = run_masker(TemporalMasker(TrackingConfig(), detections_after=1), stream)
+    released_two = run_masker(TemporalMasker(TrackingConfig(), detections_after=2), stream)
+    # With one search after it, frame 1 left when frame 3's search came in: face unmasked.
+    assert not covered(released_one[1][1], face)
+    for i in (1, 2, 4, 5):
+        assert covered(released_two[i][1], face), f"frame {i}"
+
+
 def test_release_oldest_lets_a_frame_go_uncovered_and_keeps_the_order() -> None:
     masker = TemporalMasker(TrackingConfig(lookahead_frames=2))
     assert masker.push(frame(0), dets()) + masker.push(frame(1), None) == []
