@@ -112,7 +112,7 @@ class CameraConfig(_Strict):
         "masked. Never passed on raw.",
     )
     latency_budget_ms: float = Field(
-        1000.0,
+        3000.0,
         gt=0,
         le=60000,
         description="A frame not checked by a detection (on it or a later frame) within this "

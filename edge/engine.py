@@ -313,21 +313,27 @@ def second_look(
     return lambda frame, boxes: redactor.redact(frame, boxes, look_again=detector)
 
 
+# The longest a camera frame should wait for its searches: beyond it the governor takes fewer
+# frames (the latency budget, where frames fail closed, may be longer).
+TARGET_WAIT_S = 1.0
+
+
 class IngestGovernor:
     """Which camera frames the engine accepts: the frame rate the box can keep for this camera.
 
     Decoding, masking and encoding every frame of every camera can leave too little CPU for
     detection, and then frames wait for their detection past the latency budget and fail
     closed. The governor watches how long released frames waited (`observe`) and lowers the
-    accepted rate when the slowest of the last second waited more than `high` x budget,
-    raising it again below `low` x budget; frames over the rate are dropped at ingest, counted.
-    Pure logic: the caller passes the clock."""
+    accepted rate when the slowest of the last second waited more than the target (`high` x
+    budget, at most TARGET_WAIT_S, so a generous budget does not mean slow recordings),
+    raising it again below `low` x the target; frames over the rate are dropped at ingest,
+    counted. Pure logic: the caller passes the clock."""
 
     def __init__(
         self, budget_s: float, *, min_fps: float = 1.0, start_fps: float = 12.0,
-        high: float = 0.7, low: float = 0.45, period_s: float = 1.0,
+        high: float = 0.7, low: float = 0.6, period_s: float = 1.0,
     ) -> None:
-        self.budget_s = budget_s
+        self.budget_s = min(budget_s, TARGET_WAIT_S / high)
         self.min_fps = min_fps
         self.fps: float | None = start_fps  # None: every frame
         self._high, self._low, self._period = high, low, period_s
@@ -363,7 +369,7 @@ class IngestGovernor:
         current = self.fps if self.fps is not None else ceiling
         if worst > self._high * self.budget_s:
             self.fps = max(self.min_fps, current * 0.8)
-        elif worst < self._low * self.budget_s:
+        elif worst < self._low * self._high * self.budget_s:
             raised = current * 1.1 + 0.5
             self.fps = None if raised >= ceiling else raised
 

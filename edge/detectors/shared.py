@@ -8,17 +8,11 @@ oldest unchecked frame has waited longest goes next.
 Each user holds a `DetectionSeat`: it asks for a frame to be searched (`request`, replacing a
 request not yet started, so a busy detector always gets the newest frame), and results come
 back through its callback, on the detector's thread, in request order.
-
-The detector's thread runs at a lower CPU priority (nice) than the rest of the process, and so
-do the thread pools a backend creates from it (Linux threads inherit it): decoding, masking and
-encoding, which every delivered frame needs, go first, and detection takes what is left. That
-is what "detect as often as the box allows" means on a busy box.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -32,8 +26,6 @@ log = logging.getLogger(__name__)
 
 # A missing model is looked for again this often (after `edgeblur models fetch`).
 MODEL_RETRY_S = 30.0
-# Lower priority for detection than for the frames' own corridor (0 = normal, 19 = lowest).
-DETECTOR_NICE = 5
 
 
 class DetectorSettings(Protocol):
@@ -138,12 +130,9 @@ class SharedDetector:
     """Owns the detectors (one per distinct detector config) and the one thread that runs
     them. Built by whoever owns the process's cameras (`Pipeline`, `edgeblur video`)."""
 
-    def __init__(
-        self, factory: DetectorFactory, store: Any, *, nice: int = DETECTOR_NICE
-    ) -> None:
+    def __init__(self, factory: DetectorFactory, store: Any) -> None:
         self._factory = factory
         self._store = store
-        self._nice = nice
         self._cond = threading.Condition()
         self._seats: list[DetectionSeat] = []
         self._urgent: list[_Urgent] = []
@@ -201,7 +190,6 @@ class SharedDetector:
     # ---- the detector's thread ---------------------------------------------------------
 
     def _run(self) -> None:
-        self._lower_priority()
         while True:
             with self._cond:
                 while not (
@@ -242,14 +230,6 @@ class SharedDetector:
 
     def _unused_models(self) -> list[str]:
         return [key for key, model in self._models.items() if model.users <= 0]
-
-    def _lower_priority(self) -> None:
-        if self._nice <= 0 or not hasattr(os, "setpriority"):
-            return
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
-        except OSError as error:  # not permitted in some sandboxes: detection runs as is
-            log.debug("detector thread keeps its priority: %s", error)
 
     def _run_urgent(self, job: _Urgent) -> None:
         try:

@@ -283,7 +283,7 @@ def test_shared_detector_takes_turns_by_waiting_time_with_one_model() -> None:
         built.append(settings.key)
         return detector
 
-    shared = SharedDetector(factory, None, nice=0)
+    shared = SharedDetector(factory, None)
     results: dict[str, list[DetectionResult]] = {"a": [], "b": []}
     done = threading.Semaphore(0)
 
@@ -323,7 +323,7 @@ def test_shared_detector_reports_a_missing_model_and_a_failing_detector() -> Non
             raise FileNotFoundError("model file missing: run edgeblur models fetch")
         return Broken()
 
-    shared = SharedDetector(factory, None, nice=0)
+    shared = SharedDetector(factory, None)
     got: list[DetectionResult] = []
     done = threading.Semaphore(0)
 
