@@ -208,6 +208,10 @@ class FrameProcessor:
                 held = self._waiting.popleft()
                 # The frames after it can no longer lean on the detection before it.
                 self._trusted, self._last_fail = False, "over_budget"
+                # Not searched any more, unless its search has started.
+                searching = self._in_flight and self._scheduled and self._scheduled[0] is held
+                if held.scheduled and not searching and held in self._scheduled:
+                    self._scheduled.remove(held)
             held.fail = held.fail or "over_budget"
             out.append(self._fail_closed(held))
 

@@ -192,16 +192,16 @@ class CameraWorker:
         # frame: the engine makes them wait instead of dropping, and nothing is late.
         live = getattr(camera.source, "realtime", True)
         settings = StreamSettings(
-            detect_every=None,
+            detect_every=config.tracking.detect_every or None,
             budget_s=camera.latency_budget_ms / 1000.0 if live else None,
             live=live,
             second_look=camera.second_look and config.redaction.second_look_threshold is not None,
             fail_policy=camera.fail_policy,
             motion_only=self._motion_only,
-            # A camera's searches are far apart (the newest frame each time the detector is
-            # free): a frame waits for two, so a face the detector finds one search late,
-            # walking in or small, is still masked in it.
-            detections_after=LIVE_DETECTIONS_AFTER,
+            # Searches far apart (the newest frame each time the detector is free): a frame
+            # waits for two, so a face the detector finds one search late, walking in or
+            # small, is still masked in it.
+            detections_after=LIVE_DETECTIONS_AFTER if config.tracking.detect_every != 1 else 1,
         )
         outputs = [
             Output("snapshot", self.snapshot, depth=1, leaky=True, on_error=self._sink_failed),

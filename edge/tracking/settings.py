@@ -34,11 +34,14 @@ class TrackingConfig(_Strict):
     )
     detect_every: int = Field(
         1,
-        ge=1,
+        ge=0,
         le=30,
-        description="Run the detector on every k-th frame only; needs lookahead_frames >= k-1 "
-        "so every frame sits between two detections. Not used by cameras, which detect as "
-        "often as the box allows (`edgeblur video` uses video.detect_every).",
+        description="Run the detector on every k-th frame a camera keeps; needs "
+        "lookahead_frames >= k-1 so every frame sits between two detections. 1 (default): "
+        "every kept frame is searched, and the camera keeps as many as the detector can "
+        "search. 0: the newest frame whenever the detector is free, the frames between masked "
+        "from the searches on both sides (more frames, some leaks measured: "
+        "docs/benchmarks.md). `edgeblur video` uses video.detect_every.",
     )
     iou_match: float = Field(
         0.2, gt=0.0, le=1.0, description="Minimum IoU to treat a detection as a track's face."

@@ -160,6 +160,19 @@ def test_camera_frames_not_checked_within_the_budget_fail_closed_until_a_new_det
     assert all(r.redacted is None for r in stream.out if r.reason)  # withheld by default
 
 
+def test_a_camera_searching_every_frame_skips_the_frames_whose_time_is_up() -> None:
+    stream = Stream(StreamSettings(detect_every=1, budget_s=0.5))
+    for i in range(4):
+        stream.add(i, arrived=i * 0.1)
+    assert [f.index for f in stream.requested] == [0]  # one search at a time, in order
+    stream.out += stream.processor.expire(now=0.65)  # frames 0 and 1 waited too long
+    assert stream.answer() == 0  # its search had started: the result is ignored
+    assert [f.index for f in stream.requested] == [2]  # frame 1 is not searched
+    stream.answer()
+    stream.answer()
+    assert stream.reasons() == {0: "over_budget", 1: "over_budget", 2: "", 3: ""}
+
+
 def test_a_late_result_for_a_frame_already_failed_is_ignored() -> None:
     stream = Stream(CAMERA)
     stream.add(0, arrived=0.0)
