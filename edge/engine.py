@@ -252,6 +252,12 @@ class FrameProcessor:
     def held_frames(self) -> int:
         return len(self._waiting) + len(self._held)
 
+    @property
+    def oldest_arrival(self) -> float | None:
+        """When the oldest frame still held arrived (monotonic), None when none is held."""
+        oldest = self._held[0] if self._held else (self._waiting[0] if self._waiting else None)
+        return oldest.arrived if oldest is not None else None
+
     # ---- internals ----------------------------------------------------------------------
 
     def _request_scheduled(self) -> None:
@@ -334,7 +340,7 @@ class IngestGovernor:
     counted. Pure logic: the caller passes the clock."""
 
     def __init__(
-        self, budget_s: float, *, min_fps: float = 1.0, start_fps: float = 12.0,
+        self, budget_s: float, *, min_fps: float = 0.25, start_fps: float = 12.0,
         high: float = 0.7, low: float = 0.6, period_s: float = 1.0,
     ) -> None:
         self.budget_s = min(budget_s, TARGET_WAIT_S / high)
@@ -342,33 +348,42 @@ class IngestGovernor:
         self.fps: float | None = start_fps  # None: every frame
         self._high, self._low, self._period = high, low, period_s
         self._worst = 0.0
+        self._seen = False  # an observation came in this period
         self._next_update: float | None = None
-        self._next_due: float | None = None  # source timestamp from which a frame is taken
+        self._next_due: float | None = None  # capture time from which the next frame is taken
+        self._last_admitted: float | None = None  # capture timestamp of the last frame taken
 
     def admit(self, timestamp: float) -> bool:
-        """Take this frame (by its capture timestamp, seconds)?"""
+        """Take this frame (by its capture timestamp, seconds)? Frames are taken on a schedule
+        of one per 1/fps seconds (a tenth early counts as due, for jittery clocks); a late
+        frame or a clock that went backwards (a restarted source) starts the schedule afresh."""
         if self.fps is None:
             return True
-        if self._next_due is not None and timestamp < self._next_due:
-            if timestamp >= self._next_due - 2.0:  # not a restarted clock
-                return False
         interval = 1.0 / self.fps
-        # Ahead of its schedule by up to a tenth of a frame counts as due (jittery clocks).
-        base = timestamp if self._next_due is None or timestamp - self._next_due > interval \
-            else self._next_due
-        self._next_due = base + interval - 0.1 * interval
+        due, last = self._next_due, self._last_admitted
+        backwards = last is not None and timestamp < last
+        if due is not None and not backwards and timestamp < due - 0.1 * interval:
+            return False
+        on_time = due is not None and not backwards and timestamp - due <= interval
+        self._next_due = (due if on_time and due is not None else timestamp) + interval
+        self._last_admitted = timestamp
         return True
 
     def observe(self, waited_s: float, now: float, source_fps: float | None) -> None:
-        """A frame was released after waiting `waited_s` since it was accepted."""
+        """A frame was released after waiting `waited_s` since it was accepted, or the oldest
+        frame held has been waiting that long."""
         self._worst = max(self._worst, waited_s)
+        self._seen = True
         if self._next_update is None:
             self._next_update = now + self._period
             return
         if now < self._next_update:
             return
         worst, self._worst = self._worst, 0.0
+        seen, self._seen = self._seen, False
         self._next_update = now + self._period
+        if not seen:  # nothing released or held: no news either way
+            return
         ceiling = source_fps or 30.0
         current = self.fps if self.fps is not None else ceiling
         if worst > self._high * self.budget_s:
@@ -585,6 +600,10 @@ class FrameEngine:
                     motion = self._motion.boxes(frame.image) if self._motion else None
                     self._deliver(processor.add_frame(frame, arrived, motion))
                 self._deliver(processor.expire(now))
+                oldest = processor.oldest_arrival
+                if self.governor is not None and oldest is not None:
+                    # Frames stuck waiting count too, before any of them is released.
+                    self.governor.observe(now - oldest, now, self._source_fps())
                 if ending and (
                     processor.settled
                     or self._stop.is_set()
