@@ -8,9 +8,9 @@ with the detector shared by every stream of the process (edge.detectors.shared).
 
 The rules live in `FrameProcessor`, pure logic with no threads or clocks of its own, tested
 with a fake detector:
-- Which frames are searched: every k-th (`detect_every`, files: the same output every run) or,
-  when `detect_every` is None (cameras), the newest frame whenever the detector is free for
-  this stream ("as often as the box allows").
+- Which frames are searched: every k-th (`detect_every`; 1 for cameras by default, every kept
+  frame, and files' k gives the same output every run) or, when `detect_every` is None
+  (`tracking.detect_every: 0`), the newest frame whenever the detector is free for this stream.
 - A frame is released once a detection on it or a later frame has come in (and
   `lookahead_frames` newer frames), so it lies between two detector runs; it is trusted only
   when both succeeded. A failed run fails closed every frame it covered and every frame after
