@@ -6,6 +6,7 @@ Benchmarks print numbers; nothing here asserts a speed.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -214,3 +215,12 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     rule = [("-" * (width - 1) + ":") if right else "-" * width
             for width, right in zip(widths, numeric, strict=True)]
     return "\n".join([line(header), line(rule), *(line(row) for row in text_rows)])
+
+
+def resolution(text: str) -> tuple[int, int]:
+    """An argparse type for "WxH" (e.g. 1280x720): (width, height)."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected WxH, e.g. 1280x720") from None
+    return width, height

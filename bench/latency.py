@@ -41,7 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/latency.py`
 
-from bench._common import in_fresh_process, markdown_table
+from bench._common import in_fresh_process, markdown_table, resolution
 
 if TYPE_CHECKING:  # imported where used, in the run's own process
     from edge.config import EdgeblurConfig
@@ -215,21 +215,13 @@ def report(results: list[LatencyResult]) -> str:
     return markdown_table(header, rows)
 
 
-def _resolution(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected WxH, e.g. 1280x720") from None
-    return width, height
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0,
                         help="measured seconds per run (default %(default)s)")
     parser.add_argument("--lookahead", type=int, default=5, metavar="D",
                         help="look-ahead frames for the second run (default %(default)s)")
-    parser.add_argument("--resolution", type=_resolution, nargs="+",
+    parser.add_argument("--resolution", type=resolution, nargs="+",
                         default=[(1280, 720), (1920, 1080)], metavar="WxH",
                         help="camera sizes (default 1280x720 1920x1080)")
     parser.add_argument("--fps", type=float, default=25.0, help="camera frame rate")

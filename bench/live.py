@@ -65,6 +65,7 @@ from bench._common import (
     in_fresh_process,
     markdown_table,
     prepare_clip,
+    resolution,
     shared_clip,
 )
 
@@ -355,14 +356,6 @@ def report(result: LiveResult) -> str:
     return markdown_table(HEADER, rows)
 
 
-def _resolution(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected WxH, e.g. 1280x720") from None
-    return width, height
-
-
 def sections_of(path: Path) -> dict[str, Any]:
     """The detector, redaction and tracking sections of the edgeblur config at `path`,
     validated. Exits with the config error if it is not valid."""
@@ -385,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--rtsp", type=Path, nargs="?", const=None, metavar="CLIP",
                       help="RTSP cameras playing CLIP (the default, with the walking clip)")
-    kind.add_argument("--demo", type=_resolution, metavar="WxH",
+    kind.add_argument("--demo", type=resolution, metavar="WxH",
                       help="demo cameras of this size instead, at 25 fps")
     parser.add_argument("--height", type=int, metavar="H",
                         help="RTSP: play a copy of the clip scaled to H rows (e.g. 720)")
