@@ -18,12 +18,15 @@ import numpy as np
 from edge.tracking.settings import TrackingConfig
 from edge.tracking.tracker import (
     COAST_GROWTH_PER_S,
+    FACE_SPEED_SIZES_PER_S,
     MAX_COAST_GROWTH,
+    MAX_MATCH_JUMP,
     FaceTracker,
     centre,
     coast_box,
     grow_box,
     iou_matrix,
+    jump_matrix,
 )
 from edge.types import Detections, Frame
 
@@ -61,6 +64,8 @@ class TemporalMasker:
       time gap, along the velocity from that detection and the one after it when both are
       in the window, else held and grown), so a face entering at frame t is also masked in
       frames t-D .. t-1;
+    - a box on every path a face could have walked between the searches just before and just
+      after the frame (`_possible_paths`), whichever track the tracker linked it to;
     - (already in the tracker's output) the box of a face only seen before, held for hold_s.
     The output for a frame always contains the detector's own boxes for it: boxes are only
     ever added. `detections=None` means the detector did not run on the frame. A frame is
@@ -87,6 +92,8 @@ class TemporalMasker:
         self._sightings: dict[int, list[_Sighting]] = {}  # per track id, oldest first
         self._seq = 0
         self._detected_seqs: deque[int] = deque()  # seqs pushed with detections, still needed
+        # Every search still needed: (seq, timestamp, boxes float64 (n, 4)), oldest first.
+        self._searches: deque[tuple[int, float, np.ndarray]] = deque()
 
     @property
     def delay_frames(self) -> int:
@@ -105,6 +112,9 @@ class TemporalMasker:
             online = self._tracker.coasting(frame.timestamp)
         else:
             self._detected_seqs.append(self._seq)
+            self._searches.append(
+                (self._seq, frame.timestamp, detections.xyxy.astype(np.float64).reshape(-1, 4))
+            )
             online, ids = self._tracker.update_with_ids(detections, frame.timestamp)
             for track_id, box, score in zip(ids, detections.xyxy, detections.score, strict=True):
                 self._sightings.setdefault(track_id, []).append(
@@ -169,14 +179,49 @@ class TemporalMasker:
             if before is None or _overlap(before.box, after.box) < self.config.iou_match:
                 boxes.append(_extended_back(after, following, t))
                 scores.append(after.score)
+        paths = self._possible_paths(entry)
+        boxes.extend(paths)
+        scores.extend([0.0] * len(paths))
         if not boxes:
             return Detections.empty()
         return Detections(np.stack(boxes), np.array(scores))
 
+    def _possible_paths(self, entry: _Pending) -> np.ndarray:
+        """Boxes on every path a face may have taken between the searches on either side of
+        this frame: from each box of the search before to each box of similar size of the
+        search after that a face could have walked to in the time between (the reach of the
+        tracker's links). The tracker links each face to one track, and in a crowd it can
+        pick the wrong one (a face that vanished, one not seen for a while); whichever face
+        went where, its way between the two searches is masked. float64 (k, 4)."""
+        before = after = None
+        for search in self._searches:
+            if search[0] < entry.seq:
+                before = search
+            elif search[0] > entry.seq:
+                after = search
+                break
+            else:
+                return np.zeros((0, 4))  # searched itself
+        if before is None or after is None or not len(before[2]) or not len(after[2]):
+            return np.zeros((0, 4))
+        (_, t0, a), (_, t1, b) = before, after
+        gap = t1 - t0
+        reach = max(MAX_MATCH_JUMP, FACE_SPEED_SIZES_PER_S * gap)
+        rows, cols = np.nonzero(jump_matrix(a, b) <= reach)
+        if not len(rows):
+            return np.zeros((0, 4))
+        f = 0.5 if gap <= 0 else min(1.0, max(0.0, (entry.frame.timestamp - t0) / gap))
+        path = (1.0 - f) * a[rows] + f * b[cols]
+        grow = min(MAX_COAST_GROWTH, COAST_GROWTH_PER_S * min(f, 1.0 - f) * max(gap, 0.0))
+        width, height = path[:, 2] - path[:, 0], path[:, 3] - path[:, 1]
+        return path + np.stack([-width, -height, width, height], axis=1) * grow
+
     def _forget_before(self, seq: int) -> None:
         """Drop history no later frame can need: per track, everything before its newest
         sighting at or before `seq`; whole tracks the tracker dropped and that have no
-        sighting after `seq`."""
+        sighting after `seq`; searches before the newest one at or before `seq`."""
+        while len(self._searches) > 1 and self._searches[1][0] <= seq:
+            self._searches.popleft()
         live = self._tracker.live_track_ids()
         for track_id in list(self._sightings):
             sightings = self._sightings[track_id]

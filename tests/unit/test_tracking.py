@@ -322,6 +322,24 @@ def test_walker_crossing_the_view_between_searches_far_apart_stays_masked() -> N
         assert covered(boxes, face(i)), f"frame {i} unmasked"
 
 
+def test_a_face_the_tracker_links_to_another_track_is_still_masked_on_its_way() -> None:
+    """Searches 8 frames apart: face P walks from x=100 to x=220 while face Q, at x=300,
+    leaves. P's new box is nearer Q's track than its own, so the tracker links it to Q; the
+    frames between still mask P's way, as a possible path between the two searches."""
+
+    def p(i: int) -> tuple[float, float, float, float]:
+        return square(100 + 15.0 * i, 60)
+
+    every = 8
+    stream: list[Detections | None] = [None] * (every + 1)
+    stream[0] = dets(p(0), square(300, 60))
+    stream[every] = dets(p(every))
+    config = TrackingConfig(lookahead_frames=every - 1, detect_every=every)
+    released = run_masker(TemporalMasker(config), stream, fps=25.0)
+    for i, (_, boxes) in enumerate(released):
+        assert covered(boxes, p(i)), f"frame {i} unmasked"
+
+
 def test_a_face_is_linked_to_its_own_recent_track_not_to_a_far_older_one() -> None:
     """The nearest track takes a detection, even when an older track, unseen for longer,
     could reach it too."""
