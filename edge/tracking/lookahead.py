@@ -27,6 +27,7 @@ from edge.tracking.tracker import (
     grow_box,
     iou_matrix,
     jump_matrix,
+    unknown_motion_box,
 )
 from edge.types import Detections, Frame
 
@@ -240,12 +241,13 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
 
 def _extended_back(after: _Sighting, following: _Sighting | None, timestamp: float) -> np.ndarray:
     """The box of a face first seen at `after`, extended back to `timestamp` (earlier):
-    along its velocity from `after` to `following` where there is one, else held and grown."""
-    velocity = np.zeros(2)
-    if following is not None and following.timestamp > after.timestamp:
-        velocity = (centre(following.box) - centre(after.box)) / (
-            following.timestamp - after.timestamp
-        )
+    along its velocity from `after` to `following` where there is one, else as a face of
+    unknown motion (grown and spread sideways as far as it could have walked)."""
+    if following is None or following.timestamp <= after.timestamp:
+        return unknown_motion_box(after.box, timestamp - after.timestamp)
+    velocity = (centre(following.box) - centre(after.box)) / (
+        following.timestamp - after.timestamp
+    )
     # A negative time gap: the box is extrapolated backwards along its velocity.
     return coast_box(after.box, velocity, timestamp - after.timestamp)
 

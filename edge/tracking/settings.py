@@ -33,15 +33,15 @@ class TrackingConfig(_Strict):
         "a detection on a later frame has come in.",
     )
     detect_every: int = Field(
-        1,
+        0,
         ge=0,
         le=30,
-        description="Run the detector on every k-th frame a camera keeps; needs "
-        "lookahead_frames >= k-1 so every frame sits between two detections. 1 (default): "
-        "every kept frame is searched, and the camera keeps as many as the detector can "
-        "search. 0: the newest frame whenever the detector is free, the frames between masked "
-        "from the searches on both sides (more frames, some leaks measured: "
-        "docs/benchmarks.md). `edgeblur video` uses video.detect_every.",
+        description="Cameras: 0 (default) searches the newest frame each time the detector is "
+        "free and masks the frames between from the searches on both sides, so a camera "
+        "keeps more frames than the detector can search. k >= 1 searches every k-th frame "
+        "the camera keeps (1: every one, and the camera keeps only as many as the detector "
+        "can search); it needs lookahead_frames >= k-1 so every frame sits between two "
+        "searches. `edgeblur video` uses video.detect_every.",
     )
     iou_match: float = Field(
         0.2, gt=0.0, le=1.0, description="Minimum IoU to treat a detection as a track's face."

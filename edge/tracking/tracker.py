@@ -27,6 +27,10 @@ MAX_COAST_GROWTH = 0.5
 # Measured on the 1080p walking clip searched every 8th frame (320 ms): 30 of 749 face-frames
 # left visible with links and coasting limited to the fixed bounds below, none with this.
 FACE_SPEED_SIZES_PER_S = 10.0
+# A face seen only once may be walking either way: its mask also spreads sideways (where
+# walkers go; a face walking towards the camera barely moves in the picture) as far as it could
+# walk, up to this many face widths on each side.
+MAX_UNKNOWN_WALK_WIDTHS = 2.0
 # Constant-velocity prediction may shift a box by at most this many box sizes per axis, or as
 # far as FACE_SPEED_SIZES_PER_S allows in the time coasted, so a noisy velocity can never
 # carry the mask far beyond where the face could be (and the coasting box also keeps the
@@ -69,6 +73,15 @@ def coast_box(
     moved = shifted_box(box, velocity, dt, reach)
     union = np.concatenate([np.minimum(box[:2], moved[:2]), np.maximum(box[2:], moved[2:])])
     return grow_box(union, min(MAX_COAST_GROWTH, growth_per_s * abs(dt)))
+
+
+def unknown_motion_box(box: np.ndarray, dt: float) -> np.ndarray:
+    """Where a face seen only once at `box` may be `dt` seconds away (either sign), its motion
+    unknown: grown at FIRST_SIGHTING_GROWTH_PER_S and spread sideways by as far as it could
+    walk (FACE_SPEED_SIZES_PER_S), at most MAX_UNKNOWN_WALK_WIDTHS widths each side."""
+    grown = coast_box(box, np.zeros(2), dt, FIRST_SIGHTING_GROWTH_PER_S)
+    walk = min(MAX_UNKNOWN_WALK_WIDTHS, FACE_SPEED_SIZES_PER_S * abs(dt)) * (box[2] - box[0])
+    return grown + np.array([-walk, 0.0, walk, 0.0])
 
 
 def centre(box: np.ndarray) -> np.ndarray:
@@ -137,8 +150,10 @@ class _Track:
         return shifted_box(self.box, self.velocity, max(0.0, timestamp - self.last_seen))
 
     def coasting(self, timestamp: float) -> np.ndarray:
-        growth = COAST_GROWTH_PER_S if self.hits > 1 else FIRST_SIGHTING_GROWTH_PER_S
-        return coast_box(self.box, self.velocity, max(0.0, timestamp - self.last_seen), growth)
+        dt = max(0.0, timestamp - self.last_seen)
+        if self.hits == 1:
+            return unknown_motion_box(self.box, dt)
+        return coast_box(self.box, self.velocity, dt)
 
 
 class FaceTracker:
