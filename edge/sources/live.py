@@ -71,6 +71,11 @@ class Connection(Generic[Payload]):
     @abstractmethod
     def payloads(self) -> Iterator[Payload | None]: ...
 
+    def stream_time(self, payload: Payload) -> float | None:
+        """When the camera says it captured this frame, in seconds on its own clock (RTP
+        timestamps), or None when the stream does not say."""
+        return None
+
     @abstractmethod
     def close(self) -> None: ...
 
@@ -79,7 +84,37 @@ class Connection(Generic[Payload]):
 class _Arrival(Generic[Payload]):
     payload: Payload
     index: int  # arrival order over the source's life, across reconnects
-    timestamp: float  # time.monotonic() at arrival
+    timestamp: float  # capture time on time.monotonic()'s clock (CaptureClock)
+
+
+# Beyond this much lag behind its least delayed frame, a camera's own clock is no longer
+# trusted (it jumped, or drifts): its frame times are re-anchored to the arrival time.
+MAX_CAPTURE_LAG_S = 1.0
+
+
+class CaptureClock:
+    """Frame timestamps from the camera's own frame times, on time.monotonic()'s clock.
+
+    A frame's arrival time carries the jitter of the network and of a busy box (frames decoded
+    in bursts while the detector has the CPU); the masks between two searches are laid out
+    in time and the tracker measures speed in it, so a walker would be masked where it would
+    be a burst earlier. The camera's frame times are exact, but on its own clock: each is
+    mapped onto ours by the offset of the least delayed frame so far (arrival minus camera
+    time), re-anchored when a frame lags that by more than MAX_CAPTURE_LAG_S. Without camera
+    times the arrival time is used. One clock per connection."""
+
+    def __init__(self) -> None:
+        self._offset: float | None = None
+
+    def timestamp(self, stream_time: float | None, arrival: float) -> float:
+        if stream_time is None:
+            return arrival
+        offset = arrival - stream_time
+        if self._offset is None or offset < self._offset or (
+            offset - self._offset > MAX_CAPTURE_LAG_S
+        ):
+            self._offset = offset
+        return stream_time + self._offset
 
 
 class NewestFrameSlot(Generic[Payload]):
@@ -292,6 +327,7 @@ class LiveSource(Source, Generic[Payload]):
     def _pump(self, connection: Connection[Payload]) -> None:
         """Move payloads into the slot until the stream ends, fails, stalls or we stop."""
         last_frame = time.monotonic()
+        clock = CaptureClock()
         for payload in connection.payloads():
             now = time.monotonic()
             if self._stop.is_set():
@@ -304,7 +340,8 @@ class LiveSource(Source, Generic[Payload]):
                 continue
             last_frame = now
             self._failed_attempts = 0
-            if self._slot.put(_Arrival(payload, self._arrivals, now)):
+            timestamp = clock.timestamp(connection.stream_time(payload), now)
+            if self._slot.put(_Arrival(payload, self._arrivals, timestamp)):
                 self.dropped += 1
             self._arrivals += 1
 

@@ -67,6 +67,9 @@ class _RtspConnection(Connection[av.VideoFrame]):
         except av.FFmpegError as error:
             raise SourceError(f"{self._label}: {_describe(error, self._timeout_s)}") from None
 
+    def stream_time(self, payload: av.VideoFrame) -> float | None:
+        return payload.time
+
     def close(self) -> None:
         self._container.close()
 
@@ -78,8 +81,8 @@ class RtspSource(LiveSource[av.VideoFrame]):
     read_timeout_s per packet) interrupt FFmpeg's blocking reads, so a silent camera cannot
     hang the reader; a frozen connection is given up within about 2 x read_timeout_s (FFmpeg
     may hand over one partial packet at the first interrupt). Frames are BGR uint8; index
-    counts arrivals; timestamp is time.monotonic() at arrival (the camera's own pts restart
-    at each reconnect).
+    counts arrivals; timestamp is the camera's frame time (pts) on time.monotonic()'s clock
+    (CaptureClock, anchored afresh at each reconnect).
     Reconnection and newest-frame-only: see LiveSource.
     """
 

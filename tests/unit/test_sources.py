@@ -29,7 +29,7 @@ from edge.errors import SourceError
 from edge.sources.base import expand_env, mask_url
 from edge.sources.demo import DemoSource, DemoSourceConfig
 from edge.sources.file import FileSource, FileSourceConfig
-from edge.sources.live import NewestFrameSlot, _Arrival
+from edge.sources.live import MAX_CAPTURE_LAG_S, CaptureClock, NewestFrameSlot, _Arrival
 from edge.sources.mjpeg import MjpegSource, MjpegSourceConfig
 from edge.sources.registry import build_source
 from edge.sources.rtsp import RtspSource, RtspSourceConfig
@@ -730,3 +730,26 @@ def test_mjpeg_watchdog_counts_frames_not_bytes() -> None:
         connection.close()
         server.close()
     assert time.monotonic() - started < 5
+
+
+def test_capture_clock_keeps_the_cameras_frame_spacing_through_arrival_jitter() -> None:
+    """Frames 40 ms apart on the camera's clock arrive in bursts (a busy box decodes late):
+    their timestamps keep the camera's spacing, on the monotonic clock of the least delayed."""
+    clock = CaptureClock()
+    arrivals = [100.0, 100.2, 100.21, 100.22, 100.23, 100.2 + 0.04 * 5, 100.25]
+    stamps = [clock.timestamp(5.0 + 0.04 * i, arrival) for i, arrival in enumerate(arrivals)]
+    offset = min(a - (5.0 + 0.04 * i) for i, a in enumerate(arrivals))
+    # Each timestamp is camera time plus the smallest offset seen so far.
+    assert stamps[-1] == pytest.approx(5.0 + 0.04 * 6 + offset)
+    assert np.diff(stamps[3:]) == pytest.approx([0.04] * 3)
+    assert all(s <= a + 1e-9 for s, a in zip(stamps, arrivals, strict=True))
+
+
+def test_capture_clock_re_anchors_when_the_camera_clock_jumps_or_is_missing() -> None:
+    clock = CaptureClock()
+    assert clock.timestamp(50.0, 10.0) == 10.0
+    assert clock.timestamp(50.04, 10.04) == pytest.approx(10.04)
+    # The camera restarted its clock: far behind, so the arrival time takes over.
+    assert clock.timestamp(0.0, 10.08) == pytest.approx(10.08)
+    assert clock.timestamp(0.04, 10.12 + MAX_CAPTURE_LAG_S / 2) == pytest.approx(10.12)
+    assert clock.timestamp(None, 11.0) == 11.0
