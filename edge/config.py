@@ -119,6 +119,18 @@ class CameraConfig(_Strict):
         "many ms of its arrival fails closed; frames are dropped at ingest to keep the frame "
         "rate the box can check in time.",
     )
+    detect_long_side: int | None = Field(
+        1440,
+        ge=320,
+        le=8192,
+        description="Search frames scaled down so their long side is at most this many pixels "
+        "(the detector's max_long_side, unless the detector sets it or input_long_side). A "
+        "1080p search then costs about two thirds of a native one, so searches come closer "
+        "together and masks follow moving faces better, but more faces under 16 px tall are "
+        "missed (WIDER FACE at three quarters size: 89 % of them found instead of 96 %; "
+        "docs/benchmarks.md). 720p and smaller cameras are searched at native size. "
+        "none = native size always.",
+    )
     second_look: bool = Field(
         False,
         description="Run the redaction's second look (redaction.second_look_threshold) on the "
@@ -206,7 +218,11 @@ class PrivacyFloorConfig(_Strict):
         "taller than max_face_px would go unmasked.",
     )
     input_long_side_min: int = Field(
-        320, ge=32, le=8192, description="Lowest detector input_long_side the API may set."
+        320,
+        ge=32,
+        le=8192,
+        description="Lowest detector input_long_side or max_long_side (a camera's "
+        "detect_long_side sets its max_long_side) the API may set.",
     )
     largest_scale_min: float = Field(
         0.5,
@@ -363,4 +379,13 @@ class EdgeblurConfig(_Strict):
         return self
 
     def detector_for(self, camera: CameraConfig) -> DetectorConfig:
-        return camera.detector or self.detector
+        """The detector settings `camera` searches with: its own or the top-level ones, with
+        its detect_long_side as max_long_side where the detector sets no size of its own."""
+        detector = camera.detector or self.detector
+        if (
+            camera.detect_long_side is None
+            or detector.max_long_side is not None
+            or detector.input_long_side is not None
+        ):
+            return detector
+        return detector.model_copy(update={"max_long_side": camera.detect_long_side})

@@ -114,6 +114,15 @@ def _detector_settings(
         else None,
         old is not None and _limit(new.input_long_side) < _limit(old.input_long_side),
     )
+    yield Setting(
+        f"{where}.max_long_side",
+        get("max_long_side"),
+        new.max_long_side,
+        f"input_long_side_min={floor.input_long_side_min}"
+        if new.max_long_side is not None and new.max_long_side < floor.input_long_side_min
+        else None,
+        old is not None and _limit(new.max_long_side) < _limit(old.max_long_side),
+    )
     largest = max(new.scales)
     yield Setting(
         f"{where}.scales",

@@ -84,6 +84,14 @@ class BaseDetectorConfig(BaseModel):
         description="Resize each image so its long side is this many pixels before inference "
         "(larger values upscale). Smaller is faster but loses small faces; none = native size.",
     )
+    max_long_side: int | None = Field(
+        None,
+        ge=32,
+        le=8192,
+        description="Scale images whose long side is longer down to this many pixels before "
+        "inference, never up (input_long_side, when set, applies instead). Each camera sets "
+        "it from its detect_long_side; none = native size.",
+    )
     scales: list[float] = scales_field(
         [1.0, 0.5],
         "0.5 finds faces too large for the network at full size (close-ups); values above 1 "

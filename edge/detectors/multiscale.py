@@ -120,7 +120,13 @@ def run_passes(
 
 def _run_passes(image: np.ndarray, config: BaseDetectorConfig, infer: Infer) -> Detections:
     height, width = image.shape[:2]
-    base = 1.0 if config.input_long_side is None else config.input_long_side / max(height, width)
+    long_side = max(height, width)
+    if config.input_long_side is not None:
+        base = config.input_long_side / long_side
+    elif config.max_long_side is not None and long_side > config.max_long_side:
+        base = config.max_long_side / long_side
+    else:
+        base = 1.0
     parts: list[Detections] = []
     finest = max(config.scales)
     for scale in config.scales:

@@ -79,6 +79,7 @@ def test_bodies_that_could_not_be_audited_are_refused(api, config_file, body, wh
         ({"detector": {"type": "centerface", "min_face_px": 100000}}, "min_face_px_max"),
         ({"detector": {"type": "centerface", "max_face_px": 0.001}}, "max_face_px_min"),
         ({"detector": {"type": "centerface", "input_long_side": 32}}, "input_long_side_min"),
+        ({"detector": {"type": "centerface", "max_long_side": 32}}, "input_long_side_min"),
         ({"detector": {"type": "centerface", "scales": [0.05]}}, "largest_scale_min"),
         ({"redaction": {"method": "pixelate", "pixelate_blocks": 64}}, "pixelate_blocks_max"),
         ({"redaction": {"method": "blur", "blur_strength": 1e-6}}, "blur_strength_min"),
@@ -107,6 +108,33 @@ def test_a_camera_override_and_motion_only_are_held_to_the_floor(api, config_fil
     assert response.status_code == 422
     assert "motion_min_area_px_max" in response.text
     assert_nothing_changed(api, config_file, before)
+
+
+def test_a_camera_searching_smaller_frames_than_the_floor_allows_is_refused(
+    tmp_path: Path, start_api: Callable[..., Any]
+):
+    """A camera's detect_long_side becomes its detector's max_long_side, held to the floor's
+    input_long_side_min like the detector's own sizes; lowering it within the floor counts as
+    weakening."""
+    data = config_dict(tmp_path)
+    data["privacy_floor"] = {"input_long_side_min": 960}
+    control = FakeControl(EdgeblurConfig.model_validate(data))
+    path = tmp_path / "floor.yaml"
+    save_config(control.config(), path)
+    api = start_api(control, config_path=path)
+    before = path.read_bytes()
+    cameras = api.client.get("/api/config").json()["cameras"]
+    cameras[0]["detect_long_side"] = 640
+    response = api.client.patch("/api/config", json={"cameras": cameras})
+    assert response.status_code == 422, response.text
+    assert "privacy_floor.input_long_side_min" in response.text
+    assert path.read_bytes() == before and control.applied == []
+    cameras[0]["detect_long_side"] = 1280
+    response = api.client.patch("/api/config", json={"cameras": cameras})
+    assert response.status_code == 200, response.text
+    camera_id = cameras[0]["id"]
+    assert response.json()["weakens_privacy"] == [f"cameras[{camera_id}].detector.max_long_side"]
+    control.stop()
 
 
 def test_weakening_within_the_floor_is_allowed_logged_and_counted(api, config_file, caplog):

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
+from edge.config import EdgeblurConfig
 from edge.detectors.base import Detector
 from edge.detectors.blazeface import BlazeFaceConfig
 from edge.detectors.centerface import CenterFaceConfig
@@ -356,6 +357,49 @@ def test_inference_failure_is_a_detector_error() -> None:
 
     with pytest.raises(DetectorError, match="centerface inference failed.*out of memory"):
         run_passes(np.zeros((64, 64, 3), np.uint8), CenterFaceConfig(), broken, "centerface")
+
+
+@pytest.mark.parametrize(
+    ("size", "settings", "network_input"),
+    [
+        ((1080, 1920), {"max_long_side": 1440}, (1080 * 3 // 4, 1440)),  # scaled down
+        ((720, 1280), {"max_long_side": 1440}, (720, 1280)),  # never up
+        ((720, 1280), {"max_long_side": 1440, "input_long_side": 640}, (360, 640)),
+        ((1080, 1920), {}, (1080, 1920)),
+    ],
+)
+def test_max_long_side_scales_large_frames_down_only_and_boxes_stay_in_source_pixels(
+    size: tuple[int, int], settings: dict[str, int], network_input: tuple[int, int]
+) -> None:
+    seen: list[tuple[int, int]] = []
+
+    def infer(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        seen.append(image.shape[:2])
+        h, w = image.shape[:2]  # one face filling the middle quarter of the input
+        return np.array([[w / 4, h / 4, w * 3 / 4, h * 3 / 4]], np.float32), np.ones(1, np.float32)
+
+    config = CenterFaceConfig(scales=[1.0], **settings)
+    found = run_passes(np.zeros((*size, 3), np.uint8), config, infer, "centerface")
+    assert seen == [network_input]
+    height, width = size
+    np.testing.assert_allclose(
+        found.xyxy[0], [width / 4, height / 4, width * 3 / 4, height * 3 / 4], rtol=1e-3
+    )
+
+
+def test_cameras_search_frames_no_longer_than_their_detect_long_side() -> None:
+    config = EdgeblurConfig.model_validate({"cameras": [
+        {"id": "a", "source": {"type": "demo"}},
+        {"id": "b", "source": {"type": "demo"}, "detect_long_side": None},
+        {"id": "c", "source": {"type": "demo"},
+         "detector": {"type": "centerface", "input_long_side": 960}},
+    ]})
+    a, b, c = config.cameras
+    assert config.detector_for(a).max_long_side == 1440
+    assert config.detector.max_long_side is None  # images and files: native size
+    assert config.detector_for(b).max_long_side is None
+    assert config.detector_for(c).max_long_side is None  # the detector's own size wins
+    assert config.detector_for(c).input_long_side == 960
 
 
 def test_nms_keeps_every_separate_box_and_merges_duplicates() -> None:
