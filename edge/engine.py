@@ -8,9 +8,10 @@ with the detector shared by every stream of the process (edge.detectors.shared).
 
 The rules live in `FrameProcessor`, pure logic with no threads or clocks of its own, tested
 with a fake detector:
-- Which frames are searched: every k-th (`detect_every`; 1 for cameras by default, every kept
-  frame, and files' k gives the same output every run) or, when `detect_every` is None
-  (`tracking.detect_every: 0`), the newest frame whenever the detector is free for this stream.
+- Which frames are searched: for cameras by default (`tracking.detect_every: 0`, here
+  `detect_every` None) the newest frame whenever the detector is free for this stream, so a
+  camera keeps more frames than the detector can search; or every k-th (`detect_every`: files,
+  whose k gives the same output every run, and cameras configured so).
 - A frame is released once a detection on it or a later frame has come in (and
   `lookahead_frames` newer frames), so it lies between two detector runs; it is trusted only
   when both succeeded. A failed run fails closed every frame it covered and every frame after
@@ -62,8 +63,8 @@ class StreamSettings:
     not released this long after its arrival fails closed (None: no limit, for files).
     live: drop at ingest instead of blocking. second_look: run the redactor's second look on
     the frames the detector ran on. motion_only: no detector at all, motion masks only.
-    detections_after: detector runs at or after a frame before it is released (2: a face
-    first found one run late is still carried back over it)."""
+    detections_after: detector runs at or after a frame before it is released (2 would carry
+    back a face first found one run late, for one more search's wait)."""
 
     detect_every: int | None = None
     budget_s: float | None = 1.0
@@ -324,31 +325,45 @@ def second_look(
 
 
 # The longest a camera frame should wait for its searches: beyond it the governor takes fewer
-# frames (the latency budget, where frames fail closed, may be longer).
-TARGET_WAIT_S = 1.0
+# frames (the latency budget, where frames fail closed, may be longer). Searching the newest
+# frame, a frame waits for up to two of its camera's searches, and cameras take turns: with
+# four cameras on a small box that is over a second and a half.
+TARGET_WAIT_S = 2.1
+# Searching the newest frame, the time between a camera's searched frames: the longer it is,
+# the further a face moves between the searches the frames between are masked from. Measured
+# offline on the shared clips (bench/schedule_leaks.py): up to 320 ms no face-frame was left
+# visible, at 400 ms 2-3 of 750 on the 1080p walking clip. Frames taken cost CPU the detector
+# then lacks, so while searches are further apart than this the governor takes fewer frames,
+# down to GAP_FLOOR_FPS: the low end of what UK guidance asks of a recording in a busy public
+# area; below it, fewer frames would fail the recording more than longer gaps fail the masks.
+SEARCH_GAP_TARGET_S = 0.4
+GAP_FLOOR_FPS = 6.0
 
 
 class IngestGovernor:
     """Which camera frames the engine accepts: the frame rate the box can keep for this camera.
 
     Decoding, masking and encoding every frame of every camera can leave too little CPU for
-    detection, and then frames wait for their detection past the latency budget and fail
-    closed. The governor watches how long released frames waited (`observe`) and lowers the
-    accepted rate when the slowest of the last second waited more than the target (`high` x
-    budget, at most TARGET_WAIT_S, so a generous budget does not mean slow recordings),
-    raising it again below `low` x the target; frames over the rate are dropped at ingest,
-    counted. Pure logic: the caller passes the clock."""
+    detection. The governor lowers the accepted rate, each period, when frames waited too long
+    for their searches (the slowest of the period over `high` x budget, at most
+    TARGET_WAIT_S: else they would fail closed) or, down to GAP_FLOOR_FPS, when this camera's
+    searches came further apart than SEARCH_GAP_TARGET_S (`observe_search`; the newest-frame
+    schedule only); it raises the rate again when both are comfortably inside. Frames over the
+    rate are dropped at ingest, counted. Pure logic: the caller passes the clock."""
 
     def __init__(
         self, budget_s: float, *, min_fps: float = 0.25, start_fps: float = 12.0,
         high: float = 0.7, low: float = 0.6, period_s: float = 1.0,
+        gap_target_s: float | None = None,
     ) -> None:
         self.budget_s = min(budget_s, TARGET_WAIT_S / high)
         self.min_fps = min_fps
         self.fps: float | None = start_fps  # None: every frame
+        self.gap_target_s = gap_target_s
         self._high, self._low, self._period = high, low, period_s
         self._worst = 0.0
         self._seen = False  # an observation came in this period
+        self._gaps: list[float] = []  # search gaps seen this period
         self._next_update: float | None = None
         self._next_due: float | None = None  # capture time from which the next frame is taken
         self._last_admitted: float | None = None  # capture timestamp of the last frame taken
@@ -374,6 +389,14 @@ class IngestGovernor:
         frame held has been waiting that long."""
         self._worst = max(self._worst, waited_s)
         self._seen = True
+        self._update(now, source_fps)
+
+    def observe_search(self, gap_s: float) -> None:
+        """A search came back for a frame captured `gap_s` after the camera's previous
+        searched frame."""
+        self._gaps.append(gap_s)
+
+    def _update(self, now: float, source_fps: float | None) -> None:
         if self._next_update is None:
             self._next_update = now + self._period
             return
@@ -381,15 +404,26 @@ class IngestGovernor:
             return
         worst, self._worst = self._worst, 0.0
         seen, self._seen = self._seen, False
+        gaps, self._gaps = self._gaps, []
         self._next_update = now + self._period
         if not seen:  # nothing released or held: no news either way
             return
         ceiling = source_fps or 30.0
         current = self.fps if self.fps is not None else ceiling
+        gap = sorted(gaps)[len(gaps) // 2] if gaps else None  # the period's median
+        target = self.gap_target_s
+        far_apart = target is not None and gap is not None and gap > target
+        near_enough = target is None or gap is None or gap < 0.85 * target
         if worst > self._high * self.budget_s:
             self.fps = max(self.min_fps, current * 0.8)
-        elif worst < self._low * self._high * self.budget_s:
+        elif far_apart and current > GAP_FLOOR_FPS:
+            self.fps = max(GAP_FLOOR_FPS, current * 0.9)
+        elif worst < self._low * self._high * self.budget_s and (
+            near_enough or current < GAP_FLOOR_FPS
+        ):
             raised = current * 1.1 + 0.5
+            if not near_enough:  # back up to the floor only, while searches are far apart
+                raised = min(raised, GAP_FLOOR_FPS)
             self.fps = None if raised >= ceiling else raised
 
 
@@ -502,7 +536,15 @@ class FrameEngine:
         self._motion = motion
         self._source_fps = source_fps
         budget = self.settings.budget_s
-        self.governor = IngestGovernor(budget) if self.settings.live and budget else None
+        self.governor = (
+            IngestGovernor(
+                budget,
+                gap_target_s=SEARCH_GAP_TARGET_S if self.settings.detect_every is None else None,
+            )
+            if self.settings.live and budget
+            else None
+        )
+        self._last_searched: float | None = None  # capture time of the last frame searched
         # Until the first detection comes back (model loading, first inference) a camera
         # holds one frame only: the others would wait past the budget.
         self._warm = self.settings.motion_only or not self.settings.live
@@ -592,6 +634,7 @@ class FrameEngine:
                 elif isinstance(item, DetectionResult):
                     self._warm = True
                     self._events.detection(item)
+                    self._searched(item.frame.timestamp)
                     self._deliver(processor.add_result(item))
                 elif isinstance(item, tuple):
                     frame, arrived = item
@@ -619,6 +662,11 @@ class FrameEngine:
                 self._seat.close()
             for output in self._outputs:
                 output.close()
+
+    def _searched(self, timestamp: float) -> None:
+        last, self._last_searched = self._last_searched, timestamp
+        if self.governor is not None and last is not None and timestamp > last:
+            self.governor.observe_search(timestamp - last)
 
     def _deliver(self, released: list[Released]) -> None:
         for item in released:

@@ -33,6 +33,7 @@ PTS_HZ = 90000  # the clock of EncodedPacket.pts, as RTP's for video
 # Keyframes are forced by capture time (H264Encoder), not by x264's frame count or scene cuts.
 LIVE_H264_OPTIONS = {
     **H264_OPTIONS,
+    "preset": "superfast",
     "tune": "zerolatency",
     "x264-params": "sliced-threads=0",
     "bf": "0",

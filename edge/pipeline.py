@@ -65,7 +65,6 @@ PREVIEW_MAX_FPS = 5.0  # the live preview is for a human glancing at it
 STOP_JOIN_S = 20.0  # longer than any source's read timeout, so threads end on their own
 RECORDING_QUEUE = 8  # frames waiting for the encoder before the corridor waits for it
 UNPACED_FRAMES = 16  # frames an unpaced source (a file read for every frame) may have inside
-LIVE_DETECTIONS_AFTER = 2  # detector runs at or after a camera frame before it is released
 
 
 class _Episode:
@@ -198,10 +197,6 @@ class CameraWorker:
             second_look=camera.second_look and config.redaction.second_look_threshold is not None,
             fail_policy=camera.fail_policy,
             motion_only=self._motion_only,
-            # Searches far apart (the newest frame each time the detector is free): a frame
-            # waits for two, so a face the detector finds one search late, walking in or
-            # small, is still masked in it.
-            detections_after=LIVE_DETECTIONS_AFTER if config.tracking.detect_every != 1 else 1,
         )
         outputs = [
             Output("snapshot", self.snapshot, depth=1, leaky=True, on_error=self._sink_failed),

@@ -13,7 +13,14 @@ import pytest
 
 from edge.detectors.base import Detector
 from edge.detectors.shared import DetectionResult, SharedDetector
-from edge.engine import FrameProcessor, IngestGovernor, Released, StreamSettings
+from edge.engine import (
+    GAP_FLOOR_FPS,
+    SEARCH_GAP_TARGET_S,
+    FrameProcessor,
+    IngestGovernor,
+    Released,
+    StreamSettings,
+)
 from edge.redact import RedactionConfig, Redactor
 from edge.tracking.settings import TrackingConfig
 from edge.types import Detections, Frame, RedactedFrame
@@ -249,6 +256,51 @@ def test_governor_lowers_the_rate_when_frames_wait_too_long_and_raises_it_again(
             governor.observe(0.1, now, 25.0)
     assert governor.fps is None or governor.fps > low  # back up to every frame
     assert governor.fps is None
+
+
+def feed_governor(
+    governor: IngestGovernor, now: float, seconds: int, waited: float, gap: float | None
+) -> float:
+    """`seconds` periods of ten released frames that each waited `waited`, and (unless None)
+    searches `gap` apart; returns the clock."""
+    for _ in range(seconds):
+        for _ in range(10):
+            now += 0.11
+            if gap is not None:
+                governor.observe_search(gap)
+            governor.observe(waited, now, 25.0)
+    return now
+
+
+def test_governor_takes_fewer_frames_while_searches_come_far_apart_down_to_the_floor() -> None:
+    governor = IngestGovernor(3.0, start_fps=20.0, gap_target_s=SEARCH_GAP_TARGET_S)
+    now = feed_governor(governor, 0.0, 3, 0.5, SEARCH_GAP_TARGET_S * 1.5)
+    assert governor.fps is not None and governor.fps < 20.0 * 0.9
+    now = feed_governor(governor, now, 40, 0.5, SEARCH_GAP_TARGET_S * 1.5)
+    assert governor.fps == GAP_FLOOR_FPS  # fewer frames would fail the recording
+    # Searches close together again: the rate goes back up.
+    feed_governor(governor, now, 40, 0.3, SEARCH_GAP_TARGET_S * 0.5)
+    assert governor.fps is None
+
+
+def test_governor_goes_below_the_floor_only_to_keep_frames_within_the_budget() -> None:
+    governor = IngestGovernor(3.0, start_fps=8.0, gap_target_s=SEARCH_GAP_TARGET_S)
+    feed_governor(governor, 0.0, 20, 2.9, SEARCH_GAP_TARGET_S * 0.5)
+    assert governor.fps is not None and governor.fps < GAP_FLOOR_FPS
+
+
+def test_governor_below_the_floor_comes_back_to_it_once_frames_wait_less() -> None:
+    governor = IngestGovernor(3.0, start_fps=2.0, gap_target_s=SEARCH_GAP_TARGET_S)
+    feed_governor(governor, 0.0, 30, 0.5, SEARCH_GAP_TARGET_S * 2)  # far apart, short waits
+    assert governor.fps == GAP_FLOOR_FPS
+
+
+def test_governor_without_a_gap_target_ignores_search_gaps() -> None:
+    """A fixed every-k schedule: searches come further apart with fewer frames, so the gap
+    must not lower the rate."""
+    governor = IngestGovernor(3.0, start_fps=8.0)
+    feed_governor(governor, 0.0, 10, 0.3, 5.0)
+    assert governor.fps is None or governor.fps > 8.0
 
 
 def test_governor_admits_frames_at_its_rate() -> None:
