@@ -31,8 +31,8 @@ FACE_SPEED_SIZES_PER_S = 10.0
 # walkers go; a face walking towards the camera barely moves in the picture) as far as it could
 # walk, up to this many face widths on each side, ...
 MAX_UNKNOWN_WALK_WIDTHS = 2.0
-# ... for this long after that one sighting: long enough for the next search or two to find it
-# again; a box seen once and never again is more often a false detection than a face.
+# ... until the next search could have found it again (1.5 search gaps), for at most this long:
+# a box seen once and never again is more often a false detection than a face.
 UNKNOWN_MOTION_S = 0.5
 # Constant-velocity prediction may shift a box by at most this many box sizes per axis, so a
 # noisy velocity can never carry the mask far away from where the face was last seen. (Letting
@@ -148,9 +148,9 @@ class _Track:
     def predicted(self, timestamp: float) -> np.ndarray:
         return shifted_box(self.box, self.velocity, max(0.0, timestamp - self.last_seen))
 
-    def coasting(self, timestamp: float) -> np.ndarray:
+    def coasting(self, timestamp: float, unknown_motion_s: float = UNKNOWN_MOTION_S) -> np.ndarray:
         dt = max(0.0, timestamp - self.last_seen)
-        if self.hits == 1 and dt <= UNKNOWN_MOTION_S:  # then held and grown like any other
+        if self.hits == 1 and dt <= unknown_motion_s:  # then held and grown like any other
             return unknown_motion_box(self.box, dt)
         return coast_box(self.box, self.velocity, dt)
 
@@ -170,6 +170,16 @@ class FaceTracker:
         self.config = config
         self._tracks: list[_Track] = []
         self._next_id = 0
+        self._last_update: float | None = None  # timestamp of the last search
+        self._search_gap: float | None = None  # time between the last two searches
+
+    @property
+    def _unknown_motion_s(self) -> float:
+        """How long a face seen once is masked as of unknown motion: until the next search or
+        so could have found it again, at most UNKNOWN_MOTION_S."""
+        if self._search_gap is None:
+            return UNKNOWN_MOTION_S
+        return min(UNKNOWN_MOTION_S, 1.5 * self._search_gap)
 
     def update(self, detections: Detections, timestamp: float) -> Detections:
         """Boxes to mask in the frame at `timestamp` (seconds) given its detections."""
@@ -179,6 +189,9 @@ class FaceTracker:
         self, detections: Detections, timestamp: float
     ) -> tuple[Detections, list[int]]:
         """Like `update`, also returning the track id given to each detection row."""
+        if self._last_update is not None and timestamp > self._last_update:
+            self._search_gap = timestamp - self._last_update
+        self._last_update = timestamp
         ids = self._associate(detections, timestamp)
         return Detections.merge([detections, self.coasting(timestamp, exclude=set(ids))]), ids
 
@@ -194,7 +207,8 @@ class FaceTracker:
         if not held:
             return Detections.empty()
         return Detections(
-            np.stack([t.coasting(timestamp) for t in held]), np.array([t.score for t in held])
+            np.stack([t.coasting(timestamp, self._unknown_motion_s) for t in held]),
+            np.array([t.score for t in held]),
         )
 
     def live_track_ids(self) -> set[int]:
