@@ -49,7 +49,7 @@ from bench._common import (
 )
 from bench.video_leaks import REFERENCE_THRESHOLD, judge_faces, reference_detector
 from edge.maskrule import masked_pixels
-from edge.media import read_frames
+from edge.media import probe, read_frames
 from tests.rtsp import RtspServer, free_port
 
 READY_TIMEOUT_S = 120.0
@@ -105,9 +105,14 @@ def dropped_frames(port: int) -> int:
 PAIRING_SIZE = (480, 270)  # frames are paired on grey copies this small
 
 
-def leak_check(clip: Path, recordings: list[Path]) -> str:
-    """'leaked / face-frames' over every recorded frame, against the clip frame it came from."""
+def leak_check(clip: Path, recordings: list[Path], loop_cut_s: float | None = None) -> str:
+    """'leaked / face-frames' over every recorded frame, against the clip frame it came from.
+    With `loop_cut_s` (a clip served looped), the leaks in the clip's first loop_cut_s seconds
+    are also counted apart: at the loop's cut every face jumps to where it was at the start,
+    which no real camera does."""
     originals = [frame.image for frame in read_frames(clip)]
+    cut_frames = 0 if loop_cut_s is None else round(loop_cut_s * probe(clip).fps)
+    at_cut = 0
 
     def small(image: np.ndarray) -> np.ndarray:
         grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
@@ -133,8 +138,12 @@ def leak_check(clip: Path, recordings: list[Path]) -> str:
             inside, leaked_faces = judge_faces(originals[index], frame.image, faces[index])
             face_frames += int(inside.sum())
             leaked += int(leaked_faces[inside].sum())
+            if index < cut_frames:
+                at_cut += int(leaked_faces[inside].sum())
     detector.close()
-    return f"{leaked} / {face_frames}"
+    if loop_cut_s is None:
+        return f"{leaked} / {face_frames}"
+    return f"{leaked} / {face_frames} ({at_cut} at the loop's cut)"
 
 
 def write_config(folder: Path, url: str, port: int, lookahead: int) -> Path:

@@ -74,6 +74,12 @@ class StreamSettings:
     motion_only: bool = False
     detections_after: int = 1
 
+    def __post_init__(self) -> None:
+        if self.detect_every is not None and self.detect_every < 1:
+            raise ValueError(
+                f"detect_every must be None (the newest frame) or >= 1, got {self.detect_every}"
+            )
+
 
 @dataclass(frozen=True, slots=True)
 class Released:
@@ -331,11 +337,12 @@ def second_look(
 TARGET_WAIT_S = 2.1
 # Searching the newest frame, the time between a camera's searched frames: the longer it is,
 # the further a face moves between the searches the frames between are masked from. Measured
-# offline on the shared clips (bench/schedule_leaks.py): up to 320 ms no face-frame was left
-# visible, at 400 ms 2-3 of 750 on the 1080p walking clip. Frames taken cost CPU the detector
-# then lacks, so while searches are further apart than this the governor takes fewer frames,
-# down to GAP_FLOOR_FPS: the low end of what UK guidance asks of a recording in a busy public
-# area; below it, fewer frames would fail the recording more than longer gaps fail the masks.
+# offline on the shared clips (bench/schedule_leaks.py, docs/benchmarks.md): masks began to
+# miss a few face-frames in a thousand on the walking crowd at 400 ms. Frames taken cost CPU the
+# detector then lacks, so while searches are further apart than this the governor takes fewer
+# frames, down to GAP_FLOOR_FPS: the low end of what UK guidance asks of a recording in a busy
+# public area; below it, fewer frames would fail the recording more than longer gaps fail the
+# masks.
 SEARCH_GAP_TARGET_S = 0.4
 GAP_FLOOR_FPS = 6.0
 

@@ -84,7 +84,9 @@ def redact_video(
     """
     source, target = Path(source), Path(target)
     started = time.monotonic()
-    tracking = tracking or TrackingConfig()
+    tracking = tracking or TrackingConfig(detect_every=1)
+    # A file has no newest frame to search: 0 (the cameras' schedule) means every frame here.
+    every = tracking.detect_every or 1
     info = probe(source)
     if keep_audio and info.has_audio:
         _check_audio_fits_mp4(source)
@@ -92,7 +94,7 @@ def redact_video(
         log.warning("%s has no audio stream; writing video only", source)
     with_audio = keep_audio and info.has_audio
     settings = StreamSettings(
-        detect_every=tracking.detect_every,
+        detect_every=every,
         budget_s=None,
         live=False,
         second_look=redactor.config.second_look_threshold is not None,
@@ -129,7 +131,7 @@ def redact_video(
             lambda on_result: shared.seat(str(source), _VideoDetector(detector), on_result),
             [output],
             report,
-            capacity=tracking.lookahead_frames + 2 * tracking.detect_every + QUEUE_FRAMES,
+            capacity=tracking.lookahead_frames + 2 * every + QUEUE_FRAMES,
         )
         engine.start()
         try:

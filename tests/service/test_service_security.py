@@ -110,18 +110,27 @@ def test_a_camera_override_and_motion_only_are_held_to_the_floor(api, config_fil
     assert_nothing_changed(api, config_file, before)
 
 
+def api_with_file_section(
+    tmp_path: Path, start_api: Callable[..., Any], section: str, value: dict[str, Any]
+) -> tuple[Any, FakeControl, Path]:
+    """A running API over a config file whose `section` is `value` (file-only sections)."""
+    data = config_dict(tmp_path)
+    data[section] = value
+    control = FakeControl(EdgeblurConfig.model_validate(data))
+    path = tmp_path / f"{section}.yaml"
+    save_config(control.config(), path)
+    return start_api(control, config_path=path), control, path
+
+
 def test_a_camera_searching_smaller_frames_than_the_floor_allows_is_refused(
     tmp_path: Path, start_api: Callable[..., Any]
 ):
     """A camera's detect_long_side becomes its detector's max_long_side, held to the floor's
     input_long_side_min like the detector's own sizes; lowering it within the floor counts as
     weakening."""
-    data = config_dict(tmp_path)
-    data["privacy_floor"] = {"input_long_side_min": 960}
-    control = FakeControl(EdgeblurConfig.model_validate(data))
-    path = tmp_path / "floor.yaml"
-    save_config(control.config(), path)
-    api = start_api(control, config_path=path)
+    api, control, path = api_with_file_section(
+        tmp_path, start_api, "privacy_floor", {"input_long_side_min": 960}
+    )
     before = path.read_bytes()
     cameras = api.client.get("/api/config").json()["cameras"]
     cameras[0]["detect_long_side"] = 640
@@ -156,12 +165,9 @@ def test_weakening_within_the_floor_is_allowed_logged_and_counted(api, config_fi
 def test_the_floor_comes_from_the_file_and_the_api_cannot_change_it(
     tmp_path: Path, start_api: Callable[..., Any]
 ):
-    data = config_dict(tmp_path)
-    data["privacy_floor"] = {"methods": ["noise", "solid"]}
-    control = FakeControl(EdgeblurConfig.model_validate(data))
-    path = tmp_path / "floor.yaml"
-    save_config(control.config(), path)
-    api = start_api(control, config_path=path)
+    api, control, path = api_with_file_section(
+        tmp_path, start_api, "privacy_floor", {"methods": ["noise", "solid"]}
+    )
     before = path.read_bytes()
     response = api.client.patch("/api/config", json={"redaction": {"method": "blur"}})
     assert response.status_code == 422 and "privacy_floor.methods" in response.text
@@ -358,12 +364,9 @@ def test_a_camera_id_that_is_not_a_string_is_a_422(api, config_file):
 
 
 def test_camera_hosts_stay_in_the_configured_networks(tmp_path, start_api):
-    data = config_dict(tmp_path)
-    data["service"] = {"camera_networks": ["192.0.2.0/24", "2001:db8::/32"]}
-    control = FakeControl(EdgeblurConfig.model_validate(data))
-    path = tmp_path / "networks.yaml"
-    save_config(control.config(), path)
-    api = start_api(control, config_path=path)
+    api, control, path = api_with_file_section(
+        tmp_path, start_api, "service", {"camera_networks": ["192.0.2.0/24", "2001:db8::/32"]}
+    )
     before = path.read_bytes()
     cameras = api.client.get("/api/config").json()["cameras"]
     for url, status in [

@@ -6,6 +6,7 @@ a process of its own. No timing here: speed lives in bench/."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -217,3 +218,19 @@ def test_unchanged_fraction(box: tuple[float, ...], expected: float | None) -> N
     diff = np.array([[0, 7, 1, 2], [8, 9, 200, 30]], np.uint8)
 
     assert unchanged_fraction(diff, np.array(box), tolerance=8) == expected
+
+
+def test_schedule_replay_counts_faces_the_masks_miss(astronaut_bgr: np.ndarray) -> None:
+    """bench/schedule_leaks.py's replay: a face found in every searched frame is masked in
+    every frame between; found nowhere, every face-frame of it counts as leaked."""
+    from bench.schedule_leaks import replay, schedule
+
+    image = cv2.resize(astronaut_bgr, (320, 320))  # the left half of the two-face canvas
+    face = Detections(FACE_BOXES[:1], np.ones(1, np.float32))
+    frames = [Frame(image, i, i / 25.0) for i in range(12)]
+    everywhere, nowhere = [face] * len(frames), [Detections.empty()] * len(frames)
+    assert replay(frames, everywhere, everywhere, 2, 3, 0) == (0, 6)
+    assert replay(frames, nowhere, everywhere, 1, 4, 1) == (11, 11)
+    assert schedule("2x4, 1x8") == [(2, 4), (1, 8)]
+    with pytest.raises(argparse.ArgumentTypeError, match="expected KxS"):
+        schedule("2by4")
