@@ -337,8 +337,9 @@ def second_look(
 TARGET_WAIT_S = 2.1
 # Searching the newest frame, the time between a camera's searched frames: the longer it is,
 # the further a face moves between the searches the frames between are masked from. Measured
-# offline on the shared clips (bench/schedule_leaks.py, docs/benchmarks.md): masks began to
-# miss a few face-frames in a thousand on the walking crowd at 400 ms. Frames taken cost CPU the
+# offline on the shared clips (bench/schedule_leaks.py, docs/benchmarks.md): none of the
+# walking crowd's face-frames left visible 160 ms apart, a few in a thousand 320-400 ms apart,
+# more beyond. Frames taken cost CPU the
 # detector then lacks, so while searches are further apart than this the governor takes fewer
 # frames, down to GAP_FLOOR_FPS: the low end of what UK guidance asks of a recording in a busy
 # public area; below it, fewer frames would fail the recording more than longer gaps fail the
