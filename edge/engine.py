@@ -336,14 +336,13 @@ def second_look(
 # four cameras on a small box that is over a second and a half.
 TARGET_WAIT_S = 2.1
 # Searching the newest frame, the time between a camera's searched frames: the longer it is,
-# the further a face moves between the searches the frames between are masked from. Measured
-# offline on the shared clips (bench/schedule_leaks.py, docs/benchmarks.md): none of the
-# walking crowd's face-frames left visible 160 ms apart, a few in a thousand 320-400 ms apart,
-# more beyond. Frames taken cost CPU the
-# detector then lacks, so while searches are further apart than this the governor takes fewer
-# frames, down to GAP_FLOOR_FPS: the low end of what UK guidance asks of a recording in a busy
-# public area; below it, fewer frames would fail the recording more than longer gaps fail the
-# masks.
+# the further a face moves between the searches the frames between are masked from. Replayed
+# offline on the shared clips (bench/schedule_leaks.py, docs/benchmarks.md): none of the walking
+# crowd's face-frames was left visible at searches 160 ms apart, a few in a thousand 320-400 ms
+# apart. Frames taken cost CPU the detector then lacks, so while searches are further apart
+# than this the governor takes fewer frames, down to GAP_FLOOR_FPS: the low end of what UK
+# guidance asks of a recording in a busy public area; below it, fewer frames would fail the
+# recording more than longer gaps fail the masks.
 SEARCH_GAP_TARGET_S = 0.4
 GAP_FLOOR_FPS = 6.0
 
