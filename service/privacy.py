@@ -105,24 +105,18 @@ def _detector_settings(
         else None,
         old is not None and _limit(new.max_face_px) < _limit(old.max_face_px),
     )
-    yield Setting(
-        f"{where}.input_long_side",
-        get("input_long_side"),
-        new.input_long_side,
-        f"input_long_side_min={floor.input_long_side_min}"
-        if new.input_long_side is not None and new.input_long_side < floor.input_long_side_min
-        else None,
-        old is not None and _limit(new.input_long_side) < _limit(old.input_long_side),
-    )
-    yield Setting(
-        f"{where}.max_long_side",
-        get("max_long_side"),
-        new.max_long_side,
-        f"input_long_side_min={floor.input_long_side_min}"
-        if new.max_long_side is not None and new.max_long_side < floor.input_long_side_min
-        else None,
-        old is not None and _limit(new.max_long_side) < _limit(old.max_long_side),
-    )
+    # Sizes the detector scales frames down to: smaller means small faces are missed.
+    for name in ("input_long_side", "max_long_side"):
+        size = getattr(new, name)
+        yield Setting(
+            f"{where}.{name}",
+            get(name),
+            size,
+            f"input_long_side_min={floor.input_long_side_min}"
+            if size is not None and size < floor.input_long_side_min
+            else None,
+            old is not None and _limit(size) < _limit(getattr(old, name)),
+        )
     largest = max(new.scales)
     yield Setting(
         f"{where}.scales",
