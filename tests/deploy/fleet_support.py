@@ -17,7 +17,10 @@ from typing import Any
 
 import httpx
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from rtsp import free_port
+
+from edge.metrics import PipelineMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -192,3 +195,15 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def exported_metric_names() -> set[str]:
+    """Every sample name edgeblur's /metrics exposes once a camera exists (what the alert
+    rules and the dashboard may query)."""
+    metrics = PipelineMetrics()
+    metrics.camera("probe")
+    return {
+        sample.name
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for sample in family.samples
+    }

@@ -16,10 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from fleet_support import DEPLOY
-from prometheus_client.parser import text_string_to_metric_families
-
-from edge.metrics import PipelineMetrics
+from fleet_support import DEPLOY, exported_metric_names
 
 DASHBOARD = DEPLOY / "grafana" / "edgeblur.json"
 RULES = DEPLOY / "prometheus" / "edgeblur-rules.yaml"
@@ -71,13 +68,7 @@ def test_fleet_overview_is_there() -> None:
 
 
 def test_queries_name_only_known_metrics() -> None:
-    metrics = PipelineMetrics()
-    metrics.camera("probe")
-    exported = {
-        sample.name
-        for family in text_string_to_metric_families(metrics.render().decode())
-        for sample in family.samples
-    }
+    exported = exported_metric_names()
     recorded = {
         rule["record"]
         for group in yaml.safe_load(RULES.read_text())["groups"]

@@ -11,10 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fleet_support import DEPLOY
-from prometheus_client.parser import text_string_to_metric_families
-
-from edge.metrics import PipelineMetrics
+from fleet_support import DEPLOY, exported_metric_names
 
 PROMETHEUS = DEPLOY / "prometheus"
 RULES = PROMETHEUS / "edgeblur-rules.yaml"
@@ -77,13 +74,7 @@ def test_every_alert_has_a_unit_test() -> None:
 
 
 def test_rules_name_only_metrics_edgeblur_exports() -> None:
-    metrics = PipelineMetrics()
-    metrics.camera("probe")
-    exported = {
-        sample.name
-        for family in text_string_to_metric_families(metrics.render().decode())
-        for sample in family.samples
-    }
+    exported = exported_metric_names()
     named = {
         name
         for rule in rules()
