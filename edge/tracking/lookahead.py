@@ -18,15 +18,14 @@ import numpy as np
 from edge.tracking.settings import TrackingConfig
 from edge.tracking.tracker import (
     COAST_GROWTH_PER_S,
-    FACE_SPEED_SIZES_PER_S,
     MAX_COAST_GROWTH,
-    MAX_MATCH_JUMP,
     FaceTracker,
     centre,
     coast_box,
     grow_box,
     iou_matrix,
     jump_matrix,
+    link_reach,
     unknown_motion_box,
 )
 from edge.types import Detections, Frame
@@ -92,8 +91,8 @@ class TemporalMasker:
         self._pending: deque[_Pending] = deque()
         self._sightings: dict[int, list[_Sighting]] = {}  # per track id, oldest first
         self._seq = 0
-        self._detected_seqs: deque[int] = deque()  # seqs pushed with detections, still needed
-        # Every search still needed: (seq, timestamp, boxes float64 (n, 4)), oldest first.
+        # Every search still needed: (seq, timestamp, boxes float64 (n, 4)), oldest first: the
+        # newest one at or before the oldest frame held, and every one after it.
         self._searches: deque[tuple[int, float, np.ndarray]] = deque()
 
     @property
@@ -112,7 +111,6 @@ class TemporalMasker:
         if detections is None:
             online = self._tracker.coasting(frame.timestamp)
         else:
-            self._detected_seqs.append(self._seq)
             self._searches.append(
                 (self._seq, frame.timestamp, detections.xyxy.astype(np.float64).reshape(-1, 4))
             )
@@ -130,9 +128,7 @@ class TemporalMasker:
 
     def _covered(self, seq: int) -> bool:
         """detections_after detector runs at or after `seq` have come in."""
-        while self._detected_seqs and self._detected_seqs[0] < seq:
-            self._detected_seqs.popleft()
-        return len(self._detected_seqs) >= self.detections_after
+        return sum(search[0] >= seq for search in self._searches) >= self.detections_after
 
     def release_oldest(self) -> tuple[Frame, Detections] | None:
         """Release the oldest held frame now, covered or not (None when nothing is held): for
@@ -207,15 +203,14 @@ class TemporalMasker:
             return np.zeros((0, 4))
         (_, t0, a), (_, t1, b) = before, after
         gap = t1 - t0
-        reach = max(MAX_MATCH_JUMP, FACE_SPEED_SIZES_PER_S * gap)
-        rows, cols = np.nonzero(jump_matrix(a, b) <= reach)
+        rows, cols = np.nonzero(jump_matrix(a, b) <= link_reach(gap))
         if not len(rows):
             return np.zeros((0, 4))
         f = 0.5 if gap <= 0 else min(1.0, max(0.0, (entry.frame.timestamp - t0) / gap))
         path = (1.0 - f) * a[rows] + f * b[cols]
-        grow = min(MAX_COAST_GROWTH, COAST_GROWTH_PER_S * min(f, 1.0 - f) * max(gap, 0.0))
-        width, height = path[:, 2] - path[:, 0], path[:, 3] - path[:, 1]
-        return path + np.stack([-width, -height, width, height], axis=1) * grow
+        # Grown as a coasting box would be from the nearer search, as _interpolate does.
+        nearer = min(f, 1.0 - f) * max(gap, 0.0)
+        return grow_box(path, min(MAX_COAST_GROWTH, COAST_GROWTH_PER_S * nearer))
 
     def _forget_before(self, seq: int) -> None:
         """Drop history no later frame can need: per track, everything before its newest

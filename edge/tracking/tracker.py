@@ -45,11 +45,18 @@ MAX_COAST_SHIFT = 1.0
 MAX_MATCH_JUMP = 1.5
 
 
-def grow_box(box: np.ndarray, fraction: float) -> np.ndarray:
-    """xyxy (4,) float64 grown on every side by `fraction` of its width / height."""
-    dx = (box[2] - box[0]) * fraction
-    dy = (box[3] - box[1]) * fraction
-    return box + np.array([-dx, -dy, dx, dy])
+def grow_box(box: np.ndarray, fraction: float | np.ndarray) -> np.ndarray:
+    """xyxy (4,) or (n, 4) float64 grown on every side by `fraction` (a number, or one per
+    box) of its width / height."""
+    dx = (box[..., 2] - box[..., 0]) * fraction
+    dy = (box[..., 3] - box[..., 1]) * fraction
+    return box + np.stack([-dx, -dy, dx, dy], axis=-1)
+
+
+def link_reach(seconds: np.ndarray | float) -> np.ndarray:
+    """How far (box sizes) a face may have moved in `seconds` and still be linked to where it
+    was: MAX_MATCH_JUMP, or FACE_SPEED_SIZES_PER_S x seconds when that is more."""
+    return np.maximum(MAX_MATCH_JUMP, FACE_SPEED_SIZES_PER_S * np.asarray(seconds, np.float64))
 
 
 def shifted_box(box: np.ndarray, velocity: np.ndarray, dt: float) -> np.ndarray:
@@ -234,7 +241,7 @@ class FaceTracker:
                 # the nearest pairs are linked first (ranking by the share of each reach used
                 # would hand a far, long-unseen track the face its own recent track follows).
                 since = np.array([timestamp - self._tracks[r].last_seen for r in rows])
-                reach = np.maximum(MAX_MATCH_JUMP, FACE_SPEED_SIZES_PER_S * since)
+                reach = link_reach(since)
                 jump = jump_matrix(predicted[rows], boxes[cols])
                 closeness = np.where(jump <= reach[:, None], -jump, -np.inf)
                 for r, c in greedy_match(closeness, -np.finfo(np.float64).max):
