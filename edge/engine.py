@@ -609,6 +609,12 @@ class FrameEngine:
     def held_frames(self) -> int:
         return self._processor.held_frames
 
+    @property
+    def last_error(self) -> str:
+        """Why the stream's last frame failed closed (a detector or redaction error, a late
+        search), empty when none has."""
+        return self._processor.last_error
+
     # ---- callbacks ----------------------------------------------------------------------
 
     def _request(self, frame: Frame, waiting_since: float) -> None:

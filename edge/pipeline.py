@@ -514,7 +514,7 @@ class CameraWorker:
         self._sink_failed(name, error)
 
     def _failed_closed(self, item: Released) -> None:
-        detail = self._model_error or self.engine_error() or item.reason
+        detail = self._model_error or self.engine.last_error or item.reason
         self._withheld_log.event(item.reason, detail)
         self._set(failing=item.reason, last_error=detail)
         if item.redacted is not None:
@@ -524,9 +524,6 @@ class CameraWorker:
         else:
             self.frames_withheld += 1
             self._metrics.frames_withheld(item.reason)
-
-    def engine_error(self) -> str:
-        return self.engine._processor.last_error
 
     def _count_delivered(self, redacted: RedactedFrame) -> None:
         now = time.monotonic()
