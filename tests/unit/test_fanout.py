@@ -126,6 +126,11 @@ def test_a_stalled_output_drops_its_own_packets_and_resumes_at_a_keyframe(tmp_pa
     wait_until(lambda: stalled.stats().queued == 0, HANG_GUARD_S, "the queue drained")
     for i in range(25, 40):
         sink.write(frame(i))
+        # A consumer that keeps up: each packet leaves the queue before the next comes, so
+        # only the encoder's last frames, flushed together at stop, arrive at once (fewer than
+        # the queue holds). Without this wait the test raced the consumer's thread (1 run in 6
+        # dropped frames 36-39 at the flush).
+        wait_until(lambda: stalled.stats().queued == 0, HANG_GUARD_S, "the queue drained")
     sink.stop()
 
     files = sorted((tmp_path / "cam").glob("*.mp4"))
