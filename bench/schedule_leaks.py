@@ -15,8 +15,9 @@ leaked when 30 % of the reference's box is unchanged (bench/video_leaks.judge_fa
 schedule is run at two phases (starting at frame 0 and 1). `--loops N` plays each clip N times
 in a row, as bench/live.py's looped cameras do: at each loop's cut every face jumps back.
 
-Prints one markdown table: per clip and schedule, the searches' spacing in ms and
-"leaked / face-frames" per phase. Nothing here asserts a number.
+Prints one markdown table: per clip and schedule, the searches' spacing in ms,
+"leaked / face-frames" per phase and the share of the frames' pixels masked (mean of both
+phases: what the masks cost in picture, and in bits to encode). Nothing here asserts a number.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/schedule_leaks.py`
+
+import numpy as np
 
 from bench._common import FACE_CLIPS, markdown_table, shared_clip
 from bench.video_leaks import REFERENCE_THRESHOLD, judge_faces, reference_detector
@@ -61,8 +64,9 @@ def replay(
     keep: int,
     search: int,
     phase: int,
-) -> tuple[int, int]:
-    """(leaked, face-frames) of one schedule over `frames` (found/reference: per frame)."""
+) -> tuple[int, int, float]:
+    """(leaked, face-frames, share of the pixels masked) of one schedule over `frames`
+    (found/reference: per frame)."""
     redactor = Redactor(EdgeblurConfig.model_validate({}).redaction)
     tracking = TrackingConfig(lookahead_frames=search - 1, detect_every=search)
     masker = TemporalMasker(tracking)
@@ -73,13 +77,15 @@ def replay(
         released += masker.push(frames[i], found[i] if searched else None)
     released += masker.flush()
     leaked = faces = 0
+    masked = 0.0
     for frame, boxes in released:
         redacted = redactor.redact(frame, boxes)
+        masked += float(np.any(redacted.image != frame.image, axis=2).mean())
         truth = reference[frame.index]
         inside, leaked_faces = judge_faces(frame.image, redacted.image, truth.xyxy)
         faces += int(inside.sum())
         leaked += int(leaked_faces[inside].sum())
-    return leaked, faces
+    return leaked, faces, masked / max(1, len(released))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,12 +119,14 @@ def main(argv: list[str] | None = None) -> int:
             results = [replay(frames, found, truth, keep, search, phase) for phase in (0, 1)]
             rows.append([
                 clip.name, f"{keep}x{search}", f"{keep * search / fps * 1000:.0f}",
-                *(f"{leaked} / {faces}" for leaked, faces in results),
+                *(f"{leaked} / {faces}" for leaked, faces, _ in results),
+                f"{100 * sum(masked for *_, masked in results) / len(results):.1f}",
             ])
     detector.close()
     reference.close()
     print(markdown_table(
-        ["clip", "schedule", "search gap ms", "leaked (phase 0)", "leaked (phase 1)"], rows
+        ["clip", "schedule", "search gap ms", "leaked (phase 0)", "leaked (phase 1)",
+         "masked %"], rows
     ))
     return 0
 

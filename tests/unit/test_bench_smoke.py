@@ -222,15 +222,17 @@ def test_unchanged_fraction(box: tuple[float, ...], expected: float | None) -> N
 
 def test_schedule_replay_counts_faces_the_masks_miss(astronaut_bgr: np.ndarray) -> None:
     """bench/schedule_leaks.py's replay: a face found in every searched frame is masked in
-    every frame between; found nowhere, every face-frame of it counts as leaked."""
+    every frame between (part of each frame masked); found nowhere, every face-frame of it
+    counts as leaked and nothing is masked."""
     from bench.schedule_leaks import replay, schedule
 
     image = cv2.resize(astronaut_bgr, (320, 320))  # the left half of the two-face canvas
     face = Detections(FACE_BOXES[:1], np.ones(1, np.float32))
     frames = [Frame(image, i, i / 25.0) for i in range(12)]
     everywhere, nowhere = [face] * len(frames), [Detections.empty()] * len(frames)
-    assert replay(frames, everywhere, everywhere, 2, 3, 0) == (0, 6)
-    assert replay(frames, nowhere, everywhere, 1, 4, 1) == (11, 11)
+    leaked, faces, masked = replay(frames, everywhere, everywhere, 2, 3, 0)
+    assert (leaked, faces) == (0, 6) and 0.0 < masked < 1.0
+    assert replay(frames, nowhere, everywhere, 1, 4, 1) == (11, 11, 0.0)
     assert schedule("2x4, 1x8") == [(2, 4), (1, 8)]
     with pytest.raises(argparse.ArgumentTypeError, match="expected KxS"):
         schedule("2by4")
