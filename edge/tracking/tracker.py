@@ -59,11 +59,13 @@ def link_reach(seconds: np.ndarray | float) -> np.ndarray:
     return np.maximum(MAX_MATCH_JUMP, FACE_SPEED_SIZES_PER_S * np.asarray(seconds, np.float64))
 
 
-def shifted_box(box: np.ndarray, velocity: np.ndarray, dt: float) -> np.ndarray:
+def shifted_box(
+    box: np.ndarray, velocity: np.ndarray, dt: float, max_shift: float = MAX_COAST_SHIFT
+) -> np.ndarray:
     """xyxy (4,) moved by velocity (px/s, (2,)) over dt seconds, the shift clamped per axis to
-    MAX_COAST_SHIFT box sizes. dt may be negative (extrapolating backwards in time)."""
+    `max_shift` box sizes. dt may be negative (extrapolating backwards in time)."""
     size = np.array([box[2] - box[0], box[3] - box[1]])
-    shift = np.clip(velocity * dt, -MAX_COAST_SHIFT * size, MAX_COAST_SHIFT * size)
+    shift = np.clip(velocity * dt, -max_shift * size, max_shift * size)
     return box + np.concatenate([shift, shift])
 
 
@@ -153,7 +155,14 @@ class _Track:
     hits: int = 1  # detections matched to this track so far
 
     def predicted(self, timestamp: float) -> np.ndarray:
-        return shifted_box(self.box, self.velocity, max(0.0, timestamp - self.last_seen))
+        """Where the face is expected at `timestamp`, to link detections to: its velocity
+        followed as far as a face can walk in the time (a mask's coasting box follows it only
+        MAX_COAST_SHIFT; held back like that, a walker's prediction falls behind it and a
+        nearer face is linked to its track instead)."""
+        dt = max(0.0, timestamp - self.last_seen)
+        return shifted_box(
+            self.box, self.velocity, dt, max(MAX_COAST_SHIFT, FACE_SPEED_SIZES_PER_S * dt)
+        )
 
     def coasting(self, timestamp: float, unknown_motion_s: float = UNKNOWN_MOTION_S) -> np.ndarray:
         dt = max(0.0, timestamp - self.last_seen)

@@ -343,6 +343,23 @@ def test_a_face_is_linked_to_its_own_recent_track_not_to_a_far_older_one() -> No
     assert walked == recent
 
 
+def test_a_walker_keeps_its_track_when_a_face_appears_where_a_coasting_box_would_be() -> None:
+    """Searches 400 ms apart follow a face walking 9 sizes a second (3.6 sizes a gap). When a
+    face appears one size ahead of where the walker was, the walker's track still takes the
+    walker: its prediction follows the velocity the whole way, not a coasting box's one size
+    (held back like that, the new face was nearer and took the walker's track and velocity)."""
+    tracker = FaceTracker(TrackingConfig(hold_s=1.0))
+
+    def walker(t: float) -> tuple[float, float, float, float]:
+        return square(100 + 360.0 * t, 60)
+
+    ids = [tracker.update_with_ids(dets(walker(t)), t)[1][0] for t in (0.0, 0.4)]
+    assert ids[0] == ids[1]
+    newcomer = square(walker(0.4)[0] + 50, 70)
+    _, (walked, new) = tracker.update_with_ids(dets(walker(0.8), newcomer), 0.8)
+    assert walked == ids[1] and new != walked
+
+
 def test_a_face_seen_once_widens_faster_than_one_whose_motion_is_known() -> None:
     """0.1 s after its last detection: a face seen once (direction unknown) is masked 0.3 of
     its size wider on each side and spread a further width sideways (as far as it could walk
