@@ -26,6 +26,7 @@ from edge.tracking.tracker import (
     iou_matrix,
     jump_matrix,
     link_reach,
+    lost_box,
     unknown_motion_box,
 )
 from edge.types import Detections, Frame
@@ -39,6 +40,7 @@ class _Sighting:
     timestamp: float
     box: np.ndarray  # float64 (4,) xyxy
     score: float
+    velocity: np.ndarray | None  # the track's px/s after this sighting; None if seen once
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,10 @@ class TemporalMasker:
       frames t-D .. t-1;
     - a box on every path a face could have walked between the searches just before and just
       after the frame (`_possible_paths`), whichever track the tracker linked it to;
-    - (already in the tracker's output) the box of a face only seen before, held for hold_s.
+    - (already in the tracker's output) the box of a face only seen before, held for hold_s;
+      if the first search after its last sighting (and after the frame) missed a face that was
+      being followed, also its `lost_box` (following its velocity as far as a face can walk:
+      a walker leaving the picture).
     The output for a frame always contains the detector's own boxes for it: boxes are only
     ever added. `detections=None` means the detector did not run on the frame. A frame is
     released once D newer frames have arrived AND `detections_after` detections on it or later
@@ -116,9 +121,10 @@ class TemporalMasker:
             )
             online, ids = self._tracker.update_with_ids(detections, frame.timestamp)
             for track_id, box, score in zip(ids, detections.xyxy, detections.score, strict=True):
-                self._sightings.setdefault(track_id, []).append(
-                    _Sighting(self._seq, frame.timestamp, box.astype(np.float64), float(score))
-                )
+                self._sightings.setdefault(track_id, []).append(_Sighting(
+                    self._seq, frame.timestamp, box.astype(np.float64), float(score),
+                    self._tracker.velocity_of(track_id),
+                ))
         self._pending.append(_Pending(frame, self._seq, online))
         self._seq += 1
         released = []
@@ -164,7 +170,17 @@ class TemporalMasker:
                     following = sightings[i + 1] if i + 1 < len(sightings) else None
                 break
             else:
-                continue  # only seen before: the tracker's coasting box covers this frame
+                # Only seen before: the tracker's coasting box covers this frame, and where the
+                # next search missed a face it was following, so does its lost_box.
+                if (
+                    before is not None
+                    and before.velocity is not None
+                    and t - before.timestamp <= self.config.hold_s
+                    and self._missed_after(before.seq, entry.seq)
+                ):
+                    boxes.append(lost_box(before.box, before.velocity, t - before.timestamp))
+                    scores.append(before.score)
+                continue
             if after is None:
                 continue  # detected in this very frame: the detector's box is there already
             if before is not None:
@@ -182,6 +198,14 @@ class TemporalMasker:
         if not boxes:
             return Detections.empty()
         return Detections(np.stack(boxes), np.array(scores))
+
+    def _missed_after(self, seen: int, seq: int) -> bool:
+        """Whether frame `seq` lies before the first search after a sighting at `seen` (and
+        that search has come in): where a face that search missed may have walked off."""
+        for search in self._searches:
+            if search[0] > seen:
+                return search[0] > seq
+        return False
 
     def _possible_paths(self, entry: _Pending) -> np.ndarray:
         """Boxes on every path a face may have taken between the searches on either side of

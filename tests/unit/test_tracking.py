@@ -313,6 +313,26 @@ def test_walker_crossing_the_view_between_searches_far_apart_stays_masked() -> N
         assert covered(boxes, face(i)), f"frame {i} unmasked"
 
 
+def test_a_walker_the_next_search_misses_stays_masked_on_its_way_out() -> None:
+    """Searches 10 frames (400 ms) apart follow a face walking 8 widths a second; the next
+    search misses it (it left the picture, or turned away). In the frames before that search
+    it walked on almost three of its sizes: a coasting box, which follows a velocity only one
+    size, would leave it visible; the look-ahead knows the search lost it and follows it."""
+
+    def face(i: int) -> tuple[float, float, float, float]:
+        return square(100 + 320.0 * i / 25, 60)
+
+    every = 10
+    stream: list[Detections | None] = [None] * (3 * every + 1)
+    for i in (0, every, 2 * every):
+        stream[i] = dets(face(i))
+    stream[3 * every] = dets()
+    config = TrackingConfig(lookahead_frames=every - 1, detect_every=every)
+    released = run_masker(TemporalMasker(config), stream, fps=25.0)
+    for i, (_, boxes) in enumerate(released[: 3 * every]):
+        assert covered(boxes, face(i)), f"frame {i} unmasked"
+
+
 def test_a_face_the_tracker_links_to_another_track_is_still_masked_on_its_way() -> None:
     """Searches 8 frames apart: face P walks from x=100 to x=220 while face Q, at x=300,
     leaves. P's new box is nearer Q's track than its own, so the tracker links it to Q; the
