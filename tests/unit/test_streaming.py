@@ -31,6 +31,7 @@ from tests.waiting import wait_until
 FPS = 15
 TOKEN = "streaming-test-token-0123"
 HANG_GUARD_S = 30.0  # only reached when something hangs
+STALL_S = 30.0  # how long a viewer stops reading (the issue asks for 30 s)
 _redactor = Redactor()
 
 
@@ -272,9 +273,12 @@ class Viewer:
         self._thread.join(HANG_GUARD_S)
 
 
-def test_a_stalled_viewer_holds_up_neither_the_camera_nor_the_other_viewers(
+def test_a_viewer_stalled_for_30_s_holds_up_neither_the_camera_nor_the_other_viewer(
     tmp_path: Path, rtsp_server: RtspServer
 ) -> None:
+    """One viewer connects and stops reading for STALL_S while another watches: the camera,
+    its recording and the other viewer keep the frame rate throughout, and a viewer joining
+    after the stall gets every frame in order."""
     recorder = make_recorder(tmp_path)
     stream = PacketOutput("rtsp", rtsp_server.mount("door"))
     recording = PacketOutput("recording", RecorderConsumer(recorder))
@@ -282,32 +286,39 @@ def test_a_stalled_viewer_holds_up_neither_the_camera_nor_the_other_viewers(
     with Camera(sink, 480, 360, noise=True) as camera:
         stream_url(rtsp_server, "door")  # mounted
         stalled = StalledViewer("door", rtsp_server.port, TOKEN)
-        early: Viewer | None = None
+        watching: Viewer | None = None
         try:
             stalled.play()
-            # Noise runs at megabytes a second: within this the stalled viewer's socket
-            # buffers (a few MB on loopback) are full and the server's writes to it back up.
-            time.sleep(3)
-            early = Viewer(stream_url(rtsp_server, "door"))
-            wait_until(lambda: len(early.counters) >= 5, HANG_GUARD_S, "a viewer's frames")
-            backed_up_at = (camera.written, len(early.counters))
+            watching = Viewer(stream_url(rtsp_server, "door"))
+            wait_until(lambda: len(watching.counters) >= 5, HANG_GUARD_S, "a viewer's frames")
+            # Noise runs at megabytes a second: within a few seconds the stalled viewer's
+            # socket buffers (a few MB on loopback) are full and the server's writes to it back
+            # up; for the rest of the stall they stay full.
+            began = (time.monotonic(), camera.written, recording.stats().packets_sent,
+                     len(watching.counters))
+            time.sleep(STALL_S)
+            ended = (time.monotonic(), camera.written, recording.stats().packets_sent,
+                     len(watching.counters))
             late = read_counters(stream_url(rtsp_server, "door"), 2 * FPS)
-            time.sleep(1)
-            camera_after, early_after = camera.written, len(early.counters)
         finally:
             stalled.close()
-            if early is not None:
-                early.close()
-    assert early.error is None, early.error
+            if watching is not None:
+                watching.close()
+    assert watching.error is None, watching.error
+    seconds = ended[0] - began[0]
+    written, recorded, watched = (
+        after - before for after, before in zip(ended[1:], began[1:], strict=True)
+    )
+    # Lower bounds with room for a loaded machine; a camera held up by the stalled viewer
+    # would write a handful of frames in the whole stall.
+    assert written >= 0.8 * FPS * seconds
+    assert recorded >= written - FPS and watched >= written - FPS
+    assert watching.counters == list(range(watching.counters[0],
+                                           watching.counters[0] + len(watching.counters)))
     assert late == list(range(late[0], late[0] + len(late)))
-    # Generous lower bounds: with one viewer stalled, the camera and the other viewer went on
-    # at well over a third of the frame rate.
-    frames = camera_after - backed_up_at[0]
-    assert frames >= 2 * FPS
-    assert early_after - backed_up_at[1] >= frames // 3
-    assert recorder.frames_dropped == 0
-    assert recording.stats().packets_dropped == 0
-    assert camera.longest_write_s < HANG_GUARD_S / 3  # never held up for long
+    assert recorder.frames_dropped == 0 and recording.stats().packets_dropped == 0
+    assert stream.stats().packets_dropped == 0  # the server, not the camera, copes with it
+    assert camera.longest_write_s < 1.0  # never held up
 
 
 @pytest.mark.parametrize("change", ["timestamps-restart", "frame-size"])
