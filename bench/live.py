@@ -4,7 +4,7 @@ cameras, at product defaults, recording on.
 
     .venv/bin/python bench/live.py [--rtsp [CLIP] [--height H] | --demo WxH] [--cameras N]
                                    [--seconds S] [--warmup S] [--config FILE] [--verify]
-                                   [--out-dir DIR] [--recordings DIR]
+                                   [--viewer] [--out-dir DIR] [--recordings DIR]
 
 Cameras: `--rtsp` (the default) gives each camera its own loopback RTSP server
 (tests/rtsp.py: GStreamer's, H.264 passed through) playing CLIP, by default the shared 1080p
@@ -32,6 +32,13 @@ box came through unchanged), printed as "leaked / face-frames", with how many of
 lie in the clip's first half second: where the looped clip cuts back to its start and every
 face jumps, which no real camera does. `--verify` also audits the
 recordings with `edgeblur verify --json`, PASS or FAIL per camera.
+
+`--viewer` also reads each camera's anonymised stream (served on a free loopback port, with a
+token) from the warm-up on, as a recorder would: one RTSP client per camera over TCP, in a
+process of its own, copying the packets it receives. Per viewer: frames received per second in
+the window and per frame recorded, capture-to-viewer latency (each received frame paired with
+the recorded frame it is, whose capture time the recording saw), and its frames checked for
+visible faces like the recordings.
 
 The detector, redaction and tracking sections of an edgeblur config replace the defaults with
 `--config FILE`. Pin it with `taskset -c 0 .venv/bin/python bench/live.py ...`; the table says
@@ -79,6 +86,10 @@ FPS = 25.0  # demo cameras' frame rate; the walking clip's too
 FIRST_FRAME_TIMEOUT_S = 180.0  # model load on a slow board, with every camera starting
 LOOP_MARGIN_S = 60.0  # looped clips last the run plus this (start-up, warm-up, stopping)
 LOOP_CUT_S = 0.5  # leaks in this much of the clip after its loop point are also counted apart
+STREAM_TOKEN = "live-bench-stream-token"  # --viewer: the service's token, the viewers' password
+THUMBNAIL = (64, 36)  # grey copies that tell recorded frames apart, to pair a viewer's with
+PAIRING_RUN = 25  # viewed frames compared as one run, to find where in the recording it joined
+PAIRING_REACH = 8  # then each viewed frame is one of the next this many recorded ones
 
 
 # ---- the looped clip (this process) ------------------------------------------------------
@@ -137,6 +148,16 @@ class Camera:
 
 
 @dataclass
+class ViewerResult:
+    """What one RTSP viewer of a camera's anonymised stream received."""
+
+    frames: int  # frames received in the measured window
+    latencies_ms: list[float]  # capture to the viewer, each frame paired in the window
+    recording: Path  # the received packets, as they came (Matroska)
+    leaks: str = "-"
+
+
+@dataclass
 class CameraResult:
     camera: Camera
     latencies_ms: list[float]  # one per frame recorded in the window
@@ -146,6 +167,7 @@ class CameraResult:
     detections: int
     leaks: str = "-"
     verify: str = "-"
+    viewer: ViewerResult | None = None
 
 
 @dataclass
@@ -159,23 +181,129 @@ class LiveResult:
 
 class RecordingLog:
     """Frames handed to one camera's recording: (monotonic time, latency s), appended by the
-    recording's thread, read by the main one."""
+    recording's thread, read by the main one. With `thumbnails`, also each frame's capture
+    time and a small grey copy, to tell which recorded frame a stream viewer received."""
 
-    def __init__(self) -> None:
+    def __init__(self, thumbnails: bool = False) -> None:
         self._lock = threading.Lock()
         self._writes: list[tuple[float, float]] = []
         self.first = threading.Event()
+        self.thumbnails = thumbnails
+        self.captured: list[tuple[float, Any]] = []  # (capture time, thumbnail)
 
     def record(self, frame: RedactedFrame) -> None:
         now = time.monotonic()
+        thumbnail = _thumbnail(frame.image) if self.thumbnails else None
         with self._lock:
             self._writes.append((now, now - frame.timestamp))
+            if thumbnail is not None:
+                self.captured.append((frame.timestamp, thumbnail))
         self.first.set()
 
     def latencies_between(self, start: float, end: float) -> list[float]:
         """Latencies of the frames recorded in [start, end), milliseconds."""
         with self._lock:
             return [1000 * latency for at, latency in self._writes if start <= at < end]
+
+
+def _thumbnail(image: Any) -> Any:
+    import cv2
+
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return cv2.resize(grey, THUMBNAIL, interpolation=cv2.INTER_AREA)
+
+
+# A viewer of a camera's stream, in a process of its own (its work is not the edge box's): it
+# copies the packets it receives, from the first keyframe, into a Matroska file (no decoding)
+# and notes when each arrived (CLOCK_MONOTONIC, the same clock the service's frames carry).
+VIEWER = r"""
+import json, sys, time, av
+url, until, path, times_path = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
+times = []
+try:
+    with av.open(url, options={"rtsp_transport": "tcp"}, timeout=30) as source, \
+            av.open(path, "w", format="matroska") as out:
+        stream = source.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        for packet in source.demux(stream):
+            now = time.monotonic()
+            if packet.dts is None or not packet.size or not (times or packet.is_keyframe):
+                continue
+            times.append(now)
+            packet.stream = copy
+            out.mux(packet)
+            if now >= until:
+                break
+finally:
+    with open(times_path, "w") as file:
+        json.dump(times, file)
+"""
+
+
+def capture_to_viewer(
+    captured: list[tuple[float, Any]], viewed: list[tuple[float, Any]]
+) -> list[float]:
+    """Seconds from capture to arrival of each viewed frame, (arrival time, thumbnail), paired
+    with the recorded frame it is, `captured` (capture time, thumbnail) in recording order.
+
+    The stream carries the recording's packets, so a viewer sees the recorded frames in order
+    from where it joined: that is the offset (before the first arrival) whose next PAIRING_RUN
+    frames look most like the first viewed ones; after it each viewed frame is the next
+    recorded one, or a few later where the viewer's output dropped packets."""
+    import numpy as np
+
+    if not captured or not viewed:
+        return []
+    recorded = np.stack([thumbnail for _, thumbnail in captured]).astype(np.int16)
+    seen = np.stack([thumbnail for _, thumbnail in viewed]).astype(np.int16)
+    run = min(PAIRING_RUN, len(seen))
+    costs = [
+        float(np.abs(recorded[offset:offset + run] - seen[:run]).mean())
+        for offset in range(len(recorded) - run + 1)
+        if captured[offset][0] <= viewed[0][0]
+    ]
+    if not costs:
+        return []
+    index = int(np.argmin(costs))
+    latencies = []
+    for (arrived, _), thumbnail in zip(viewed, seen, strict=True):
+        ahead = recorded[index:index + PAIRING_REACH]
+        if not len(ahead):
+            break
+        index += int(np.argmin(np.abs(ahead - thumbnail).mean(axis=(1, 2))))
+        latencies.append(arrived - captured[index][0])
+        index += 1
+    return latencies
+
+
+def _start_viewer(url: str, until: float, folder: Path, camera_id: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", VIEWER, url, str(until), str(folder / f"{camera_id}.mkv"),
+         str(folder / f"{camera_id}.json")],
+    )
+
+
+def _viewer_result(
+    folder: Path, camera_id: str, log: RecordingLog, start: float, end: float
+) -> ViewerResult:
+    from edge.media import read_frames
+
+    recording = folder / f"{camera_id}.mkv"
+    arrivals = json.loads((folder / f"{camera_id}.json").read_text())
+    viewed = []
+    if arrivals:
+        for arrived, frame in zip(arrivals, read_frames(recording), strict=False):
+            viewed.append((arrived, _thumbnail(frame.image)))
+    latencies = capture_to_viewer(log.captured, viewed)
+    return ViewerResult(
+        frames=sum(start <= arrived < end for arrived in arrivals),
+        latencies_ms=[
+            1000 * latency
+            for (arrived, _), latency in zip(viewed, latencies, strict=False)
+            if start <= arrived < end
+        ],
+        recording=recording,
+    )
 
 
 def _observe_recording(worker: CameraWorker, log: RecordingLog) -> None:
@@ -236,20 +364,27 @@ def _cpu_seconds() -> float:
 
 def measure(
     cameras: list[Camera], seconds: float, warmup_s: float, sections: dict[str, Any],
-    data_dir: Path,
+    data_dir: Path, viewer: bool = False,
 ) -> LiveResult:
     """Run `cameras` in one Pipeline recording to `data_dir`, measure `seconds` once every
-    camera started and `warmup_s` later, stop it (recordings closed)."""
+    camera started and `warmup_s` later, stop it (recordings closed). With `viewer`, one RTSP
+    client per camera reads its stream with the token from the warm-up on (into
+    data_dir/viewers)."""
     from edge.config import EdgeblurConfig
     from edge.pipeline import Pipeline
+    from tests.rtsp import free_port
 
+    rtsp_port = free_port()
     config = EdgeblurConfig.model_validate({
         **sections,
         "storage": {"data_dir": str(data_dir)},
+        "service": {"rtsp": {"port": rtsp_port}},
         "cameras": [{"id": camera.id, "source": camera.source} for camera in cameras],
     })
-    pipeline = Pipeline(config)
-    logs = {camera.id: RecordingLog() for camera in cameras}
+    pipeline = Pipeline(config, stream_password=STREAM_TOKEN, stream_host="127.0.0.1")
+    logs = {camera.id: RecordingLog(thumbnails=viewer) for camera in cameras}
+    viewers_dir = data_dir / "viewers"
+    viewers: dict[str, subprocess.Popen] = {}
     pipeline.start()
     try:
         workers = {}
@@ -260,6 +395,12 @@ def measure(
             _observe_recording(worker, logs[camera.id])
             workers[camera.id] = worker
         _wait_until_running(workers, logs)
+        if viewer:
+            viewers_dir.mkdir(parents=True, exist_ok=True)
+            until = time.monotonic() + warmup_s + seconds + 1.0
+            for camera in cameras:
+                url = f"rtsp://edgeblur:{STREAM_TOKEN}@127.0.0.1:{rtsp_port}/{camera.id}"
+                viewers[camera.id] = _start_viewer(url, until, viewers_dir, camera.id)
         time.sleep(warmup_s)
         before = {camera_id: _counters(worker) for camera_id, worker in workers.items()}
         cpu_before, start = _cpu_seconds(), time.monotonic()
@@ -267,8 +408,13 @@ def measure(
         end, cpu_after = time.monotonic(), _cpu_seconds()
         after = {camera_id: _counters(worker) for camera_id, worker in workers.items()}
         threads = _threads()
+        for process in viewers.values():
+            process.wait(timeout=30)
     finally:
+        for process in viewers.values():
+            process.kill()
         pipeline.stop()
+    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the service's
     results = []
     for camera in cameras:
         frames_in, dropped, withheld, detections = (
@@ -277,11 +423,13 @@ def measure(
         results.append(CameraResult(
             camera, logs[camera.id].latencies_between(start, end), frames_in, dropped,
             withheld, detections,
+            viewer=_viewer_result(viewers_dir, camera.id, logs[camera.id], start, end)
+            if viewer else None,
         ))
     return LiveResult(
         seconds=end - start,
         cameras=results,
-        peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_rss_mib=peak_rss_mib,
         threads=threads,
         cpu_busy=(cpu_after - cpu_before) / (end - start),
     )
@@ -359,6 +507,33 @@ def report(result: LiveResult) -> str:
     return markdown_table(HEADER, rows)
 
 
+VIEWER_HEADER = ["camera", "viewer fps", "of recorded", "p50 ms", "p95 ms", "max ms",
+                 "frames paired", "leaked / face-frames"]
+
+
+def viewer_report(result: LiveResult) -> str:
+    """One row per camera's stream viewer: what it received, how late, and its faces."""
+    import numpy as np
+
+    rows = []
+    for camera in result.cameras:
+        if camera.viewer is None:
+            continue
+        viewer, recorded = camera.viewer, len(camera.latencies_ms)
+        latencies = np.array(viewer.latencies_ms)
+        stats = (["-", "-", "-"] if not len(latencies) else
+                 [f"{v:.0f}" for v in (*np.percentile(latencies, [50, 95]), latencies.max())])
+        rows.append([
+            camera.camera.id,
+            f"{viewer.frames / result.seconds:.1f}",
+            f"{viewer.frames / recorded:.0%}" if recorded else "-",
+            *stats,
+            len(latencies),
+            viewer.leaks,
+        ])
+    return markdown_table(VIEWER_HEADER, rows)
+
+
 def sections_of(path: Path) -> dict[str, Any]:
     """The detector, redaction and tracking sections of the edgeblur config at `path`,
     validated. Exits with the config error if it is not valid."""
@@ -396,6 +571,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="use this edgeblur config's detector, redaction and tracking")
     parser.add_argument("--verify", action="store_true",
                         help="also audit the recordings with `edgeblur verify`")
+    parser.add_argument("--viewer", action="store_true",
+                        help="also read each camera's RTSP stream with a viewer, and report "
+                        "what it received")
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT / "live",
                         help="scaled and looped clip copies (kept for the next run)")
     parser.add_argument("--recordings", type=Path, metavar="DIR",
@@ -450,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(cameras)} camera(s), {what}: {args.seconds:g} s after warm-up ...",
               file=sys.stderr, flush=True)
         result = in_fresh_process(
-            measure, cameras, args.seconds, args.warmup, sections, recordings_root
+            measure, cameras, args.seconds, args.warmup, sections, recordings_root, args.viewer
         )
         for server in servers:
             server.stop()
@@ -462,6 +640,13 @@ def main(argv: list[str] | None = None) -> int:
                 result.cameras, in_fresh_process(check_leaks, clip, segments), strict=True
             ):
                 camera.leaks = leaks
+            viewed = [c.viewer for c in result.cameras if c.viewer is not None]
+            if viewed:
+                print("checking what the viewers received ...", file=sys.stderr, flush=True)
+                for viewer, leaks in zip(viewed, in_fresh_process(
+                    check_leaks, clip, [[v.recording] if v.frames else [] for v in viewed]
+                ), strict=True):
+                    viewer.leaks = leaks
         if args.verify:
             print("edgeblur verify ...", file=sys.stderr, flush=True)
             verdicts = verify_verdicts(
@@ -487,6 +672,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{result.peak_rss_mib:.0f} MiB, {result.threads} threads, "
           f"{result.cpu_busy:.2f} CPU s/s.\n")
     print(report(result))
+    if args.viewer:
+        print("\nStream viewers (rtsp://edgeblur:TOKEN@127.0.0.1:PORT/<camera>, one per camera, "
+              "over TCP, in a process of their own, from the warm-up on). Latency: capture to "
+              "the viewer; \"of recorded\": frames received per frame recorded.\n")
+        print(viewer_report(result))
     return 0
 
 

@@ -19,9 +19,13 @@ from tests.rtsp import SYSTEM_PYTHON, write_h264
 SHORT_RUN = ["--cameras", "1", "--seconds", "2", "--warmup", "0.5"]
 
 
-def table(printed: str) -> tuple[list[str], list[list[str]]]:
-    """The header and the rows of the markdown table `printed` ends with."""
-    lines = [line for line in printed.splitlines() if line.startswith("|")]
+def table(printed: str, number: int = 0) -> tuple[list[str], list[list[str]]]:
+    """The header and the rows of the `number`-th markdown table in `printed`."""
+    tables = [
+        [line for line in block.splitlines() if line.startswith("|")]
+        for block in printed.split("\n\n")
+    ]
+    lines = [rows for rows in tables if rows][number]
 
     def cells(line: str) -> list[str]:
         return [cell.strip() for cell in line.strip("|").split("|")]
@@ -60,7 +64,7 @@ def test_a_demo_camera_gets_a_row_of_every_measure(
 
 
 @pytest.mark.skipif(not gi_available(), reason=f"{SYSTEM_PYTHON} lacks GStreamer's gi bindings")
-def test_an_rtsp_camera_is_checked_for_faces_against_the_clip_it_played(
+def test_an_rtsp_camera_and_its_stream_viewer_are_checked_for_faces_against_the_clip(
     model_store, astronaut_bgr: np.ndarray, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -73,9 +77,10 @@ def test_an_rtsp_camera_is_checked_for_faces_against_the_clip_it_played(
     ]
     clip = write_h264(tmp_path / "astronaut.mp4", images, fps=25)
 
-    status = live.main([*SHORT_RUN, "--rtsp", str(clip), "--out-dir", str(tmp_path)])
+    status = live.main([*SHORT_RUN, "--rtsp", str(clip), "--out-dir", str(tmp_path), "--viewer"])
 
-    header, rows = table(capsys.readouterr().out)
+    printed = capsys.readouterr().out
+    header, rows = table(printed)
     assert status == 0
     [row] = rows
     values = dict(zip(header, row, strict=True))
@@ -87,6 +92,34 @@ def test_an_rtsp_camera_is_checked_for_faces_against_the_clip_it_played(
     leaked, face_frames = (int(n) for n in counts.split(" / "))
     assert at_cut.endswith("at the loop's cut)")
     assert face_frames > 0 and leaked == 0
+    # The viewer read the camera's stream with the token, and its frames were paired with the
+    # recorded ones (capture times) and checked like the recording.
+    header, [row] = table(printed, 1)
+    assert header == live.VIEWER_HEADER
+    viewer = dict(zip(header, row, strict=True))
+    assert viewer["camera"] == "rtsp-1" and float(viewer["viewer fps"]) > 0
+    assert int(viewer["frames paired"]) > 0 and 0 < float(viewer["p50 ms"]) < 10_000
+    counts, _, _ = viewer["leaked / face-frames"].partition(" (")
+    leaked, face_frames = (int(n) for n in counts.split(" / "))
+    assert face_frames > 0 and leaked == 0
+
+
+def test_each_viewed_frame_is_paired_with_the_recorded_frame_it_is() -> None:
+    """Capture-to-viewer latency: a viewer joins at recorded frame 20, receives each frame
+    0.3 s after its capture, a little changed by the codec, and misses frame 30."""
+    rng = np.random.default_rng(7)
+    thumbnails = [rng.integers(0, 256, (36, 64), np.uint8) for _ in range(50)]
+    captured = [(0.04 * n, thumbnail) for n, thumbnail in enumerate(thumbnails)]
+    viewed = [
+        (0.04 * n + 0.3, np.clip(thumbnails[n] + rng.integers(-3, 4, (36, 64)), 0, 255))
+        for n in range(20, 40) if n != 30
+    ]
+
+    latencies = live.capture_to_viewer(captured, viewed)
+
+    assert len(latencies) == 19
+    assert np.allclose(latencies, 0.3)
+    assert live.capture_to_viewer(captured, []) == []
 
 
 def test_a_looped_clip_is_the_clip_again_and_again(tmp_path: Path) -> None:
