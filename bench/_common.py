@@ -7,13 +7,14 @@ Benchmarks print numbers; nothing here asserts a speed.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
@@ -143,17 +144,24 @@ _COPY_OPTIONS = {"preset": "medium", "crf": "18"}  # test copies: near-transpare
 
 
 def prepare_clip(
-    source: Path, out_dir: Path, *, height: int | None = None, max_frames: int | None = None
+    source: Path,
+    out_dir: Path,
+    *,
+    height: int | None = None,
+    max_frames: int | None = None,
+    ping_pong: bool = False,
 ) -> Path:
     """`source` cut to its first `max_frames` frames and/or scaled to `height` rows (width
     keeps the aspect ratio, rounded to even), encoded to H.264 at high quality (libx264 crf 18)
-    so that the copy is as close to the original as the benchmark needs. Returns `source`
-    itself when nothing is to change; a copy already made is reused."""
+    so that the copy is as close to the original as the benchmark needs. With `ping_pong`, the
+    frames are followed by the same frames backwards (the first and last once each), so that
+    the copy played looped never jumps: everyone walks back the way they came. Returns
+    `source` itself when nothing is to change; a copy already made is reused."""
     import av
 
     from edge.media import atomic_output, probe
 
-    if height is None and max_frames is None:
+    if height is None and max_frames is None and not ping_pong:
         return source
     info = probe(source)
     if height is None:
@@ -161,6 +169,7 @@ def prepare_clip(
     else:
         width = round(info.width * height / info.height / 2) * 2
     parts = [source.stem, f"{height}p"] + ([f"{max_frames}f"] if max_frames else [])
+    parts += ["pingpong"] if ping_pong else []
     target = out_dir / ("_".join(parts) + ".mp4")
     if target.is_file() and target.stat().st_mtime >= source.stat().st_mtime:
         return target
@@ -171,14 +180,16 @@ def prepare_clip(
         with av.open(str(tmp), mode="w", format="mp4") as out:
             encoder = out.add_stream("libx264", rate=rate, options=_COPY_OPTIONS)
             encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
-            for index, frame in enumerate(inp.decode(stream)):
-                if max_frames is not None and index >= max_frames:
-                    break
-                scaled = frame.reformat(
-                    width=width, height=height, format="yuv420p", interpolation="AREA"
-                )
-                scaled.pts, scaled.time_base = index, 1 / rate
-                out.mux(encoder.encode(scaled))
+            scaled: Iterable[av.VideoFrame] = (
+                frame.reformat(width=width, height=height, format="yuv420p", interpolation="AREA")
+                for frame in itertools.islice(inp.decode(stream), max_frames)
+            )
+            if ping_pong:  # held in memory to play backwards: a short clip
+                forward = list(scaled)
+                scaled = forward + forward[-2:0:-1]
+            for index, frame in enumerate(scaled):
+                frame.pts, frame.time_base = index, 1 / rate
+                out.mux(encoder.encode(frame))
             out.mux(encoder.encode(None))
     return target
 

@@ -4,14 +4,17 @@ cameras, at product defaults, recording on.
 
     .venv/bin/python bench/live.py [--rtsp [CLIP] [--height H] | --demo WxH] [--cameras N]
                                    [--seconds S] [--warmup S] [--config FILE] [--verify]
-                                   [--viewer] [--out-dir DIR] [--recordings DIR]
+                                   [--viewer] [--cut] [--out-dir DIR] [--recordings DIR]
 
 Cameras: `--rtsp` (the default) gives each camera its own loopback RTSP server
 (tests/rtsp.py: GStreamer's, H.264 passed through) playing CLIP, by default the shared 1080p
 walking crowd; `--height 720` plays a copy scaled to 720 rows. The server plays a file once
-per connection, so it plays a looped copy long enough for the run (the clip's packets
-repeated, not re-encoded: looped frame i is clip frame i % n), kept in --out-dir. `--demo
-WxH` gives demo cameras instead (synthetic faces, paced at 25 fps in real time).
+per connection, so it plays a looped copy long enough for the run, kept in --out-dir: the
+clip played forwards then backwards (re-encoded at high quality, bench._common.prepare_clip),
+so that the picture never jumps and everyone walks back the way they came; with `--cut`, the
+clip itself repeated (its packets copied), cutting back to its start at every loop, where
+every face jumps, which no real camera does. `--demo WxH` gives demo cameras instead
+(synthetic faces, paced at 25 fps in real time).
 
 All cameras run in one Pipeline, in a fresh process (bench._common.in_fresh_process), so its
 peak RSS is the service's: one shared detector, its models, every camera's decoder, engine
@@ -28,10 +31,9 @@ RSS, threads, CPU time per second of the window.
 Then each RTSP camera's recording is checked for visible faces against the clip it was
 served (bench/rtsp_walking.leak_check: each recorded frame is paired with the clip frame it
 came from, the reference detector finds the faces there, a face is leaked when 30 % of its
-box came through unchanged), printed as "leaked / face-frames", with how many of those leaks
-lie in the clip's first half second: where the looped clip cuts back to its start and every
-face jumps, which no real camera does. `--verify` also audits the
-recordings with `edgeblur verify --json`, PASS or FAIL per camera.
+box came through unchanged), printed as "leaked / face-frames"; with `--cut`, also how many
+of those leaks lie in the clip's first half second, just after the cut. `--verify` also
+audits the recordings with `edgeblur verify --json`, PASS or FAIL per camera.
 
 `--viewer` also reads each camera's anonymised stream (served on a free loopback port, with a
 token) from the warm-up on, as a recorder would: one RTSP client per camera over TCP, in a
@@ -435,12 +437,14 @@ def measure(
     )
 
 
-def check_leaks(clip: Path, recordings: list[list[Path]]) -> list[str]:
+def check_leaks(
+    clip: Path, recordings: list[list[Path]], loop_cut_s: float | None
+) -> list[str]:
     """bench/rtsp_walking.leak_check of each camera's segments against `clip` (run in a fresh
     process: it holds every clip frame and the reference detector)."""
     from bench.rtsp_walking import leak_check
 
-    return [leak_check(clip, segments, LOOP_CUT_S) if segments else "no recording"
+    return [leak_check(clip, segments, loop_cut_s) if segments else "no recording"
             for segments in recordings]
 
 
@@ -571,6 +575,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="use this edgeblur config's detector, redaction and tracking")
     parser.add_argument("--verify", action="store_true",
                         help="also audit the recordings with `edgeblur verify`")
+    parser.add_argument("--cut", action="store_true",
+                        help="RTSP: loop the clip as it is, cutting back to its start (every "
+                        "face jumps) instead of playing it forwards then backwards")
     parser.add_argument("--viewer", action="store_true",
                         help="also read each camera's RTSP stream with a viewer, and report "
                         "what it received")
@@ -584,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo is not None and args.height is not None:
         parser.error("--height scales the RTSP clip; give demo cameras their size with --demo")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    loop_cut_s = LOOP_CUT_S if args.cut else None
     sections = {} if args.config is None else sections_of(args.config)
 
     from edge.cpus import usable_cpus
@@ -604,12 +612,17 @@ def main(argv: list[str] | None = None) -> int:
         if not clip.is_file():
             sys.exit(f"error: {clip} is not a file")
         args.out_dir.mkdir(parents=True, exist_ok=True)
-        if args.height is not None:
-            print(f"scaling {clip.name} to {args.height} rows ...", file=sys.stderr, flush=True)
-            clip = in_fresh_process(prepare_clip, clip, args.out_dir, height=args.height)
-        looped = loop_clip(clip, args.out_dir, args.seconds + args.warmup + LOOP_MARGIN_S)
+        played = clip
+        if args.height is not None or not args.cut:
+            print(f"preparing {clip.name} ...", file=sys.stderr, flush=True)
+            played = in_fresh_process(prepare_clip, clip, args.out_dir, height=args.height,
+                                      ping_pong=not args.cut)
+            if args.height is not None:  # the clip the recordings are paired with
+                clip = in_fresh_process(prepare_clip, clip, args.out_dir, height=args.height)
+        looped = loop_clip(played, args.out_dir, args.seconds + args.warmup + LOOP_MARGIN_S)
         info = probe(clip)
-        what = f"RTSP (loopback) {clip.name} {info.width}x{info.height} at {info.fps:g} fps, looped"
+        what = (f"RTSP (loopback) {clip.name} {info.width}x{info.height} at {info.fps:g} fps, "
+                + ("looped (cut back to its start)" if args.cut else "played to and fro"))
 
     from tests.rtsp import RtspServer
 
@@ -637,14 +650,16 @@ def main(argv: list[str] | None = None) -> int:
             print("checking the recordings for visible faces ...", file=sys.stderr, flush=True)
             segments = [sorted((recordings / camera.id).glob("*.mp4")) for camera in cameras]
             for camera, leaks in zip(
-                result.cameras, in_fresh_process(check_leaks, clip, segments), strict=True
+                result.cameras, in_fresh_process(check_leaks, clip, segments, loop_cut_s),
+                strict=True
             ):
                 camera.leaks = leaks
             viewed = [c.viewer for c in result.cameras if c.viewer is not None]
             if viewed:
                 print("checking what the viewers received ...", file=sys.stderr, flush=True)
                 for viewer, leaks in zip(viewed, in_fresh_process(
-                    check_leaks, clip, [[v.recording] if v.frames else [] for v in viewed]
+                    check_leaks, clip, [[v.recording] if v.frames else [] for v in viewed],
+                    loop_cut_s,
                 ), strict=True):
                     viewer.leaks = leaks
         if args.verify:
