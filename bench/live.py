@@ -31,9 +31,10 @@ RSS, threads, CPU time per second of the window.
 Then each RTSP camera's recording is checked for visible faces against the clip it was
 served (bench/rtsp_walking.leak_check: each recorded frame is paired with the clip frame it
 came from, the reference detector finds the faces there, a face is leaked when 30 % of its
-box came through unchanged), printed as "leaked / face-frames"; with `--cut`, also how many
-of those leaks lie in the clip's first half second, just after the cut. `--verify` also
-audits the recordings with `edgeblur verify --json`, PASS or FAIL per camera.
+box came through unchanged), printed as "leaked / face-frames", with how many of those lie
+within a quarter second of the clip's ends, where everyone turns back on the spot at walking
+speed, which nobody does (with `--cut`: in the clip's first half second, just after the cut).
+`--verify` also audits the recordings with `edgeblur verify --json`, PASS or FAIL per camera.
 
 `--viewer` also reads each camera's anonymised stream (served on a free loopback port, with a
 token) from the warm-up on, as a recorder would: one RTSP client per camera over TCP, in a
@@ -88,6 +89,7 @@ FPS = 25.0  # demo cameras' frame rate; the walking clip's too
 FIRST_FRAME_TIMEOUT_S = 180.0  # model load on a slow board, with every camera starting
 LOOP_MARGIN_S = 60.0  # looped clips last the run plus this (start-up, warm-up, stopping)
 LOOP_CUT_S = 0.5  # leaks in this much of the clip after its loop point are also counted apart
+TURN_S = 0.25  # played to and fro, leaks this near either end of the clip are counted apart
 STREAM_TOKEN = "live-bench-stream-token"  # --viewer: the service's token, the viewers' password
 THUMBNAIL = (64, 36)  # grey copies that tell recorded frames apart, to pair a viewer's with
 PAIRING_RUN = 25  # viewed frames compared as one run, to find where in the recording it joined
@@ -437,14 +439,14 @@ def measure(
     )
 
 
-def check_leaks(
-    clip: Path, recordings: list[list[Path]], loop_cut_s: float | None
-) -> list[str]:
+def check_leaks(clip: Path, recordings: list[list[Path]], cut: bool) -> list[str]:
     """bench/rtsp_walking.leak_check of each camera's segments against `clip` (run in a fresh
-    process: it holds every clip frame and the reference detector)."""
+    process: it holds every clip frame and the reference detector), the leaks at the loop's
+    cut (`cut`) or at the turns of the to-and-fro clip counted apart."""
     from bench.rtsp_walking import leak_check
 
-    return [leak_check(clip, segments, loop_cut_s) if segments else "no recording"
+    where = {"loop_cut_s": LOOP_CUT_S} if cut else {"turn_s": TURN_S}
+    return [leak_check(clip, segments, **where) if segments else "no recording"
             for segments in recordings]
 
 
@@ -591,7 +593,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo is not None and args.height is not None:
         parser.error("--height scales the RTSP clip; give demo cameras their size with --demo")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    loop_cut_s = LOOP_CUT_S if args.cut else None
     sections = {} if args.config is None else sections_of(args.config)
 
     from edge.cpus import usable_cpus
@@ -650,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
             print("checking the recordings for visible faces ...", file=sys.stderr, flush=True)
             segments = [sorted((recordings / camera.id).glob("*.mp4")) for camera in cameras]
             for camera, leaks in zip(
-                result.cameras, in_fresh_process(check_leaks, clip, segments, loop_cut_s),
+                result.cameras, in_fresh_process(check_leaks, clip, segments, args.cut),
                 strict=True
             ):
                 camera.leaks = leaks
@@ -659,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("checking what the viewers received ...", file=sys.stderr, flush=True)
                 for viewer, leaks in zip(viewed, in_fresh_process(
                     check_leaks, clip, [[v.recording] if v.frames else [] for v in viewed],
-                    loop_cut_s,
+                    args.cut,
                 ), strict=True):
                     viewer.leaks = leaks
         if args.verify:

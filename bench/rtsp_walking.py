@@ -105,14 +105,20 @@ def dropped_frames(port: int) -> int:
 PAIRING_SIZE = (480, 270)  # frames are paired on grey copies this small
 
 
-def leak_check(clip: Path, recordings: list[Path], loop_cut_s: float | None = None) -> str:
+def leak_check(
+    clip: Path, recordings: list[Path], loop_cut_s: float | None = None, turn_s: float | None = None
+) -> str:
     """'leaked / face-frames' over every recorded frame, against the clip frame it came from.
     With `loop_cut_s` (a clip served looped), the leaks in the clip's first loop_cut_s seconds
     are also counted apart: at the loop's cut every face jumps to where it was at the start,
-    which no real camera does."""
+    which no real camera does. With `turn_s` (a clip served forwards then backwards), the leaks
+    within turn_s of either end of the clip are counted apart: there everyone turns back on the
+    spot, at walking speed."""
     originals = [frame.image for frame in read_frames(clip)]
-    cut_frames = 0 if loop_cut_s is None else round(loop_cut_s * probe(clip).fps)
-    at_cut = 0
+    fps = probe(clip).fps
+    cut_frames = 0 if loop_cut_s is None else round(loop_cut_s * fps)
+    turn_frames = 0 if turn_s is None else round(turn_s * fps)
+    at_cut = at_turns = 0
 
     def small(image: np.ndarray) -> np.ndarray:
         grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
@@ -140,10 +146,15 @@ def leak_check(clip: Path, recordings: list[Path], loop_cut_s: float | None = No
             leaked += int(leaked_faces[inside].sum())
             if index < cut_frames:
                 at_cut += int(leaked_faces[inside].sum())
+            if index < turn_frames or index >= len(originals) - turn_frames:
+                at_turns += int(leaked_faces[inside].sum())
     detector.close()
-    if loop_cut_s is None:
-        return f"{leaked} / {face_frames}"
-    return f"{leaked} / {face_frames} ({at_cut} at the loop's cut)"
+    counts = f"{leaked} / {face_frames}"
+    if loop_cut_s is not None:
+        counts += f" ({at_cut} at the loop's cut)"
+    if turn_s is not None:
+        counts += f" ({at_turns} at the turns)"
+    return counts
 
 
 def write_config(folder: Path, url: str, port: int, lookahead: int) -> Path:

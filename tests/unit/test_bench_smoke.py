@@ -93,6 +93,23 @@ def test_recordings_are_checked_against_their_source_frames(
     assert leak_check(original, [original]) == f"{2 * FRAMES} / {2 * FRAMES}"
 
 
+def test_leaks_near_the_ends_of_a_clip_played_to_and_fro_are_counted_apart(
+    tmp_path: Path, astronaut_bgr: np.ndarray, model_store
+) -> None:
+    """Every frame differs (the face moves), so each pairs with itself: of 12 unmasked
+    face-frames, those in the first and last 3 frames (0.12 s at 25 fps) lie at the turns."""
+    model_store.fetch("centerface")
+    canvas = np.zeros((320, 480, 3), np.uint8)
+    clip = tmp_path / "moving.mp4"
+    with H264Writer(clip, 480, 320, 25) as raw:
+        for index in range(FRAMES):
+            image = canvas.copy()
+            image[:, 8 * index:8 * index + 320] = cv2.resize(astronaut_bgr, (320, 320))
+            raw.write(Redactor().redact(Frame(image, index, index / 25), Detections.empty()))
+
+    assert leak_check(clip, [clip], turn_s=0.12) == f"{FRAMES} / {FRAMES} (6 at the turns)"
+
+
 def table_rows(printed: str, first_cell: str) -> list[list[str]]:
     """The cells of each row of a printed markdown table whose first cell is `first_cell`."""
     return [
