@@ -125,6 +125,13 @@ class FrameProcessor:
         self._redactor = redactor
         self._request = request
         self._look_again = look_again
+        if settings.detect_every is None:
+            # Searching the newest frame, a frame is released once a search after it came in,
+            # which is the look-ahead this schedule needs. `lookahead_frames` (for a fixed
+            # schedule) would also hold it for that many newer frames: seconds, when the
+            # governor has cut the rate after an outage, so frames fail closed over budget and
+            # the rate stays cut.
+            tracking = tracking.model_copy(update={"lookahead_frames": 0})
         self._masker = TemporalMasker(tracking, settings.detections_after)
         self._waiting: deque[_Held] = deque()  # accepted, not yet pushed into the masker
         self._held: deque[_Held] = deque()  # pushed into the masker, not yet released

@@ -28,9 +28,9 @@ class TrackingConfig(_Strict):
         0,
         ge=0,
         le=100,
-        description="Hold each frame at least this many frames so a face found later is also "
-        "masked in the frames before it (0 = none; adds latency). Frames are held anyway until "
-        "a detection on a later frame has come in.",
+        description="With detect_every >= 1: hold each frame at least this many frames so a "
+        "face found later is also masked in the frames before it (0 = none; adds latency). "
+        "Frames are held anyway until a detection on a later frame has come in.",
     )
     detect_every: int = Field(
         0,

@@ -150,6 +150,21 @@ def test_camera_searches_the_newest_frame_whenever_the_detector_is_free() -> Non
     assert set(stream.reasons().values()) == {""}
 
 
+def test_a_camera_searching_the_newest_frame_releases_frames_without_lookahead_frames() -> None:
+    """A config with `lookahead_frames` (set for a fixed schedule) does not make a camera's
+    frames also wait for that many newer frames: a camera taking few frames (its governor cut
+    the rate after an outage) would wait seconds for them, fail closed over budget, and so
+    keep the rate cut (a camera restarted under bench/rtsp_walking.py took 55 s to recover)."""
+    stream = Stream(CAMERA, TrackingConfig(lookahead_frames=5))
+    stream.add(0)
+    stream.add(1)
+    stream.requested = [stream.frames[0], stream.frames[1]]
+    stream.answer()
+    stream.answer()
+    assert [r.index for r in stream.out] == [0, 1]
+    assert set(stream.reasons().values()) == {""}
+
+
 def test_camera_frames_not_checked_within_the_budget_fail_closed_until_a_new_detection(
 ) -> None:
     stream = Stream(CAMERA)
