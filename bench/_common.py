@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from multiprocessing import get_context
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -192,6 +192,15 @@ def prepare_clip(
                 out.mux(encoder.encode(frame))
             out.mux(encoder.encode(None))
     return target
+
+
+def grey_copy(image: Any, size: tuple[int, int]) -> Any:
+    """A small grey copy of a BGR frame (uint8, `size` = (width, height)): what benches pair
+    frames by (a recorded frame with its clip frame, a viewer's with the recorded one)."""
+    import cv2
+
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
 
 
 def frame_count(path: Path) -> int:

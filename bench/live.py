@@ -74,6 +74,7 @@ from bench._common import (
     DEFAULT_OUT,
     WALKING_CLIP,
     edgeblur_command,
+    grey_copy,
     in_fresh_process,
     markdown_table,
     prepare_clip,
@@ -197,7 +198,7 @@ class RecordingLog:
 
     def record(self, frame: RedactedFrame) -> None:
         now = time.monotonic()
-        thumbnail = _thumbnail(frame.image) if self.thumbnails else None
+        thumbnail = grey_copy(frame.image, THUMBNAIL) if self.thumbnails else None
         with self._lock:
             self._writes.append((now, now - frame.timestamp))
             if thumbnail is not None:
@@ -208,13 +209,6 @@ class RecordingLog:
         """Latencies of the frames recorded in [start, end), milliseconds."""
         with self._lock:
             return [1000 * latency for at, latency in self._writes if start <= at < end]
-
-
-def _thumbnail(image: Any) -> Any:
-    import cv2
-
-    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    return cv2.resize(grey, THUMBNAIL, interpolation=cv2.INTER_AREA)
 
 
 # A viewer of a camera's stream, in a process of its own (its work is not the edge box's): it
@@ -297,7 +291,7 @@ def _viewer_result(
     viewed = []
     if arrivals:
         for arrived, frame in zip(arrivals, read_frames(recording), strict=False):
-            viewed.append((arrived, _thumbnail(frame.image)))
+            viewed.append((arrived, grey_copy(frame.image, THUMBNAIL)))
     latencies = capture_to_viewer(log.captured, viewed)
     return ViewerResult(
         frames=sum(start <= arrived < end for arrived in arrivals),

@@ -44,6 +44,7 @@ from bench._common import (
     DEFAULT_OUT,
     WALKING_CLIP,
     edgeblur_command,
+    grey_copy,
     markdown_table,
     shared_clip,
 )
@@ -121,8 +122,7 @@ def leak_check(
     at_cut = at_turns = 0
 
     def small(image: np.ndarray) -> np.ndarray:
-        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        return cv2.resize(grey, PAIRING_SIZE, interpolation=cv2.INTER_AREA).astype(np.int16)
+        return grey_copy(image, PAIRING_SIZE).astype(np.int16)
 
     smalls = [small(image) for image in originals]
     detector = reference_detector(REFERENCE_THRESHOLD, None, 1)
