@@ -40,10 +40,13 @@ class _Portrait:
 
 # Face boxes measured once with YuNet: astronaut (178, 65)-(269, 176), Grace Hopper
 # (177, 123)-(355, 335). Crops keep about one face-width of context each side, which face
-# detectors need to see a head rather than a skin-coloured patch.
+# detectors need to see a head rather than a skin-coloured patch. Grace Hopper's starts below
+# her cap badge: with a mask ending just under it, the badge's eagle scored 0.5-0.64 as a face to
+# `edgeblur verify` and failed the audit of 4 of 4 half-minute demo recordings (a false alarm of
+# the audit, not a face; 0 of 3 with this crop).
 _PORTRAITS = {
     "astronaut": _Portrait("astronaut", (133, 10, 315, 232), 111),
-    "grace_hopper": _Portrait("grace_hopper", (88, 17, 444, 441), 212),
+    "grace_hopper": _Portrait("grace_hopper", (88, 90, 444, 441), 212),
 }
 
 
