@@ -218,8 +218,11 @@ VIEWER = r"""
 import json, sys, time, av
 url, until, path, times_path = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
 times = []
+# Little probing: FFmpeg otherwise reads seconds of packets (20 frames to guess the frame rate)
+# before the first is returned, and they would all count as arriving then.
+options = {"rtsp_transport": "tcp", "analyzeduration": "200000", "probesize": "65536"}
 try:
-    with av.open(url, options={"rtsp_transport": "tcp"}, timeout=30) as source, \
+    with av.open(url, options=options, timeout=30) as source, \
             av.open(path, "w", format="matroska") as out:
         stream = source.streams.video[0]
         copy = out.add_stream_from_template(stream)
