@@ -27,6 +27,7 @@ from edge.tracking.tracker import (
     jump_matrix,
     link_reach,
     lost_box,
+    lost_either_way_box,
     unknown_motion_box,
 )
 from edge.types import Detections, Frame
@@ -69,9 +70,9 @@ class TemporalMasker:
     - a box on every path a face could have walked between the searches just before and just
       after the frame (`_possible_paths`), whichever track the tracker linked it to;
     - (already in the tracker's output) the box of a face only seen before, held for hold_s;
-      if the first search after its last sighting (and after the frame) missed a face that was
-      being followed, also its `lost_box` (following its velocity as far as a face can walk:
-      a walker leaving the picture).
+      if the first search after its last sighting (and after the frame) missed it, also a box
+      as far as a face can walk either way sideways (`lost_either_way_box`) and, if it was
+      being followed, its `lost_box` along its velocity: a walker leaving the picture.
     The output for a frame always contains the detector's own boxes for it: boxes are only
     ever added. `detections=None` means the detector did not run on the frame. A frame is
     released once D newer frames have arrived AND `detections_after` detections on it or later
@@ -174,12 +175,15 @@ class TemporalMasker:
                 # next search missed a face it was following, so does its lost_box.
                 if (
                     before is not None
-                    and before.velocity is not None
                     and t - before.timestamp <= self.config.hold_s
                     and self._missed_after(before.seq, entry.seq)
                 ):
-                    boxes.append(lost_box(before.box, before.velocity, t - before.timestamp))
+                    dt = t - before.timestamp
+                    boxes.append(lost_either_way_box(before.box, dt))
                     scores.append(before.score)
+                    if before.velocity is not None:
+                        boxes.append(lost_box(before.box, before.velocity, dt))
+                        scores.append(before.score)
                 continue
             if after is None:
                 continue  # detected in this very frame: the detector's box is there already

@@ -39,12 +39,16 @@ UNKNOWN_MOTION_S = 0.5
 # it reach as far as a face can walk kept 0-4 more face-frames of 2,247 masked offline, for a
 # masked area of 26-31 % of the frame instead of 23 % on the 1080p walking clip.)
 MAX_COAST_SHIFT = 1.0
-# Once the next search has missed a face that was being followed (seen twice or more: a walker
-# leaving the picture, a face turning away mid-stride), the frames before that search are
-# known to need more: there its mask also follows its velocity as far as a face can walk, up
-# to this many box sizes. Only those frames of faces a search lost get it: on the looped 1080p
-# walking clip searched 400 ms apart, 0 of 2,247 face-frames left visible instead of 2, for
-# 0.1 % more of the frame masked.
+# Once the next search has missed a face (a walker leaving the picture, a face turning away
+# mid-stride), the frames before that search are known to need more: there its mask also
+# reaches as far as a face can walk, up to this many box sizes, along its velocity if it was
+# being followed, and sideways either way (the velocity may be another face's). Only those
+# frames of faces a search lost get it. On the looped 1080p walking clip searched at 1440 px
+# 160-400 ms apart (bench/schedule_leaks.py's schedules), along the velocity: 2 face-frames of
+# 2,247 left visible instead of 4, 0.1 % more of the frame masked; either way too: 14 instead
+# of 24 over its ten schedule runs, all 14 just after the loop's cut (where faces jump), the
+# other 10 on the fastest walker on its way out at the right edge; 0.1-0.4 % more masked
+# (0.3-0.5 % on the stage clip).
 MAX_LOST_SHIFT = 3.0
 # A detection that overlaps no track may still be linked to the nearest one of similar size
 # (half to twice as large) whose predicted centre is at most MAX_MATCH_JUMP box sizes away,
@@ -101,6 +105,17 @@ def lost_box(box: np.ndarray, velocity: np.ndarray, dt: float) -> np.ndarray:
     MAX_LOST_SHIFT sizes (never less than a coasting box's)."""
     reach = min(MAX_LOST_SHIFT, max(MAX_COAST_SHIFT, FACE_SPEED_SIZES_PER_S * abs(dt)))
     return coast_box(box, velocity, dt, max_shift=reach)
+
+
+def lost_either_way_box(box: np.ndarray, dt: float) -> np.ndarray:
+    """Where a face that a later search missed may be `dt` seconds after it was last seen at
+    `box`, whichever way it walked: spread sideways (where walkers go) as far as it could walk
+    in dt, at least MAX_COAST_SHIFT and at most MAX_LOST_SHIFT widths each side. In a crowd
+    its velocity may be another face's, taken at a wrong link, and lost_box would follow
+    that face instead."""
+    walk = min(MAX_LOST_SHIFT, max(MAX_COAST_SHIFT, FACE_SPEED_SIZES_PER_S * abs(dt)))
+    width = box[2] - box[0]
+    return box.astype(np.float64) + np.array([-walk * width, 0.0, walk * width, 0.0])
 
 
 def unknown_motion_box(box: np.ndarray, dt: float) -> np.ndarray:

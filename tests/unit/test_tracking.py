@@ -333,6 +333,27 @@ def test_a_walker_the_next_search_misses_stays_masked_on_its_way_out() -> None:
         assert covered(boxes, face(i)), f"frame {i} unmasked"
 
 
+def test_a_lost_walker_stays_masked_when_its_track_moved_the_other_way() -> None:
+    """In a crowd the tracker can give a face another face's track, and with it a velocity
+    the wrong way. Here the face's track goes left at 250 px/s (its last two sightings
+    belonged to someone else), then the face walks right at 5 widths a second and the next
+    search, 400 ms on, misses it (it left the picture): the frames before that search mask
+    it as far as a face could walk either way, not only along the track's velocity."""
+    every = 10
+
+    def face(i: int) -> tuple[float, float, float, float]:
+        return square(400 + 200.0 * (i - every) / 25, 60)
+
+    stream: list[Detections | None] = [None] * (2 * every + 1)
+    stream[0] = dets(square(500, 60))
+    stream[every] = dets(face(every))  # linked 400 ms later, 100 px to the left
+    stream[2 * every] = dets()
+    config = TrackingConfig(lookahead_frames=every - 1, detect_every=every)
+    released = run_masker(TemporalMasker(config), stream, fps=25.0)
+    for i in range(every, 2 * every):
+        assert covered(released[i][1], face(i)), f"frame {i} unmasked"
+
+
 def test_a_face_the_tracker_links_to_another_track_is_still_masked_on_its_way() -> None:
     """Searches 8 frames apart: face P walks from x=100 to x=220 while face Q, at x=300,
     leaves. P's new box is nearer Q's track than its own, so the tracker links it to Q; the
