@@ -222,8 +222,17 @@ times = []
 # before the first is returned, and they would all count as arriving then.
 options = {"rtsp_transport": "tcp", "analyzeduration": "200000", "probesize": "65536"}
 try:
-    with av.open(url, options=options, timeout=30) as source, \
-            av.open(path, "w", format="matroska") as out:
+    # A camera's stream is mounted with its first anonymised frame: until then 404, and a
+    # recorder tries again (an overloaded box may withhold a camera's first frames for seconds).
+    while True:
+        try:
+            source = av.open(url, options=options, timeout=30)
+            break
+        except av.error.HTTPNotFoundError:
+            if time.monotonic() >= until:
+                raise
+            time.sleep(0.5)
+    with source, av.open(path, "w", format="matroska") as out:
         stream = source.streams.video[0]
         copy = out.add_stream_from_template(stream)
         for packet in source.demux(stream):

@@ -46,9 +46,9 @@ MAX_COAST_SHIFT = 1.0
 # frames of faces a search lost get it. On the looped 1080p walking clip searched at 1440 px
 # 160-400 ms apart (bench/schedule_leaks.py's schedules), along the velocity: 2 face-frames of
 # 2,247 left visible instead of 4, 0.1 % more of the frame masked; either way too: 14 instead
-# of 24 over its ten schedule runs, all 14 just after the loop's cut (where faces jump), the
-# other 10 on the fastest walker on its way out at the right edge; 0.1-0.4 % more masked
-# (0.3-0.5 % on the stage clip).
+# of 24 over its ten schedule runs (those looked up: just after the loop's cut, where faces
+# jump; those removed: the fastest walker on its way out at the right edge, its track holding
+# another face's velocity); 0.1-0.4 % more masked (0.3-0.5 % on the stage clip).
 MAX_LOST_SHIFT = 3.0
 # A detection that overlaps no track may still be linked to the nearest one of similar size
 # (half to twice as large) whose predicted centre is at most MAX_MATCH_JUMP box sizes away,
