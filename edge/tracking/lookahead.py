@@ -172,7 +172,7 @@ class TemporalMasker:
                 break
             else:
                 # Only seen before: the tracker's coasting box covers this frame, and where the
-                # next search missed a face it was following, so does its lost_box.
+                # next search missed the face, so do the boxes of where it may have walked.
                 if (
                     before is not None
                     and t - before.timestamp <= self.config.hold_s
