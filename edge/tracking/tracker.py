@@ -99,21 +99,24 @@ def coast_box(
     return grow_box(union, min(MAX_COAST_GROWTH, growth_per_s * abs(dt)))
 
 
+def _lost_reach(dt: float) -> float:
+    """How many box sizes a face a later search missed may have walked in `dt` seconds: as far
+    as a face can walk, up to MAX_LOST_SHIFT, never less than a coasting box's shift."""
+    return min(MAX_LOST_SHIFT, max(MAX_COAST_SHIFT, FACE_SPEED_SIZES_PER_S * abs(dt)))
+
+
 def lost_box(box: np.ndarray, velocity: np.ndarray, dt: float) -> np.ndarray:
     """Where a followed face that a later search missed may be `dt` seconds after it was last
-    seen at `box`: a coasting box whose shift reaches as far as a face can walk in dt, up to
-    MAX_LOST_SHIFT sizes (never less than a coasting box's)."""
-    reach = min(MAX_LOST_SHIFT, max(MAX_COAST_SHIFT, FACE_SPEED_SIZES_PER_S * abs(dt)))
-    return coast_box(box, velocity, dt, max_shift=reach)
+    seen at `box`: a coasting box whose shift reaches `_lost_reach(dt)` sizes."""
+    return coast_box(box, velocity, dt, max_shift=_lost_reach(dt))
 
 
 def lost_either_way_box(box: np.ndarray, dt: float) -> np.ndarray:
     """Where a face that a later search missed may be `dt` seconds after it was last seen at
     `box`, whichever way it walked: spread sideways (where walkers go) as far as it could walk
-    in dt, at least MAX_COAST_SHIFT and at most MAX_LOST_SHIFT widths each side. In a crowd
-    its velocity may be another face's, taken at a wrong link, and lost_box would follow
-    that face instead."""
-    walk = min(MAX_LOST_SHIFT, max(MAX_COAST_SHIFT, FACE_SPEED_SIZES_PER_S * abs(dt)))
+    in dt (`_lost_reach`, in widths) each side. In a crowd its velocity may be another face's,
+    taken at a wrong link, and lost_box would follow that face instead."""
+    walk = _lost_reach(dt)
     width = box[2] - box[0]
     return box.astype(np.float64) + np.array([-walk * width, 0.0, walk * width, 0.0])
 
