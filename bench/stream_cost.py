@@ -1,18 +1,23 @@
 """What serving the RTSP stream costs on top of recording, with the camera encoded once, and
 how late frames reach a viewer.
 
-    .venv/bin/python bench/stream_cost.py [--seconds S] [--fps F] [--resolution WxH]
-                                          [--frames N] [--clip FILE]
+    .venv/bin/python bench/stream_cost.py [--seconds S] [--rounds R] [--fps F]
+                                          [--resolution WxH] [--frames N] [--clip FILE]
 
 The walking-crowd clip (../shared, or --clip) is decoded, scaled to the resolution (720p by
 default) and held in memory as redacted frames (no faces found: redaction is not what is
 measured), then played in real time at F fps for S seconds into the camera's encoded outputs,
-twice:
+in three arms:
 
 - recording alone: encoder -> segment recorder;
-- recording + stream: encoder -> segment recorder and the RTSP server (gst-rtsp-server in its
-  child process), with one viewer reading rtsp://edgeblur:TOKEN@127.0.0.1:PORT/bench over TCP
+- recording + stream, nobody watching: the same and the RTSP server (gst-rtsp-server in its
+  child process) with the camera mounted (the default: the stream is on for every camera);
+- recording + stream, one viewer reading rtsp://edgeblur:TOKEN@127.0.0.1:PORT/bench over TCP
   in a process of its own (its decoding is the viewer's cost, not the edge box's).
+
+The arms run R times each, interleaved (A B C, then C B A, ...), and the table gives each
+arm's median: this machine's speed drifts by tens of percent over an hour, and run one after
+the other once, the drift would land in the difference.
 
 CPU is user + system time of this process (encoder, recorder, outputs' threads) plus the RTSP
 server's process, per second of wall time. Latency: each frame carries its number in a row
@@ -41,7 +46,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import WALKING_CLIP, markdown_table, shared_clip
-from edge.media import read_frames
+from edge.media import H264Encoder, read_frames
 from edge.redact import Redactor
 from edge.sinks.fanout import EncodedOutputsSink, PacketOutput, RecorderConsumer
 from edge.sinks.retention import Retention
@@ -75,10 +80,32 @@ with av.open(url, options=options, timeout=30) as container:
             break
 """
 
+# Stands in for the viewer in the arms without one: decodes the same pictures, encoded the same
+# way, at the same rate on the same CPU, so that every arm has the same load beside it.
+DECODE_LOAD = r"""
+import sys, time, av
+path, fps, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+began, decoded = time.monotonic(), 0
+while time.monotonic() < began + seconds:
+    with av.open(path, format="h264") as container:
+        for frame in container.decode(video=0):
+            frame.to_ndarray(format="gray")
+            decoded += 1
+            time.sleep(max(0.0, began + decoded / fps - time.monotonic()))
+"""
+
 
 def stamp(image: np.ndarray, number: int) -> None:
     for bit in range(BITS):
         image[:BLOCK, bit * BLOCK : (bit + 1) * BLOCK] = 255 if (number >> bit) & 1 else 0
+
+
+# The viewer stands for a recorder on another machine: where there are CPUs to spare it gets
+# one of its own (the last), and the edge box's side the rest, so that its decoding does not
+# compete with the encoder it is measured against.
+ALL_CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+VIEWER_CPUS = {ALL_CPUS[-1]} if len(ALL_CPUS) > 1 else set()
+EDGE_CPUS = set(ALL_CPUS[:-1]) if len(ALL_CPUS) > 1 else set()
 
 
 def load_frames(clip: Path, width: int, height: int, count: int) -> list[np.ndarray]:
@@ -90,9 +117,35 @@ def load_frames(clip: Path, width: int, height: int, count: int) -> list[np.ndar
     return images
 
 
+def encode_to_file(images: list[np.ndarray], fps: float, path: Path) -> None:
+    """The held pictures, stamped and encoded as the camera's encoder does, as raw H.264."""
+    encoder, redactor = H264Encoder(fps), Redactor()
+    with path.open("wb") as out:
+        for number, original in enumerate(images):
+            image = original.copy()
+            stamp(image, number)
+            frame = redactor.redact(Frame(image, number, number / fps), Detections.empty())
+            for packet in encoder.encode(frame):
+                out.write(packet.data)
+        for packet in encoder.flush():
+            out.write(packet.data)
+
+
 def child_cpu_s(pid: int) -> float:
     """utime + stime of a running process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return child_cpu_s_at(Path(f"/proc/{pid}/stat"))
+
+
+def thread_cpu_s(thread_ids: list[int]) -> float:
+    """utime + stime of this process's threads with these native ids, from /proc (Linux)."""
+    total = 0.0
+    for tid in thread_ids:
+        total += child_cpu_s_at(Path(f"/proc/self/task/{tid}/stat"))
+    return total
+
+
+def child_cpu_s_at(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -101,7 +154,18 @@ def own_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run(images: list[np.ndarray], fps: float, seconds: float, stream: bool) -> dict:
+def own_system_s() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
+def run(
+    images: list[np.ndarray],
+    fps: float,
+    seconds: float,
+    stream: bool,
+    watched: bool,
+    load_file: Path,
+) -> dict:
     redactor = Redactor()
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -137,25 +201,41 @@ def run(images: list[np.ndarray], fps: float, seconds: float, stream: bool) -> d
         feeder = threading.Thread(target=camera, daemon=True)
         feeder.start()
         time.sleep(2.0)  # warm-up: encoder threads started, first segment open
-        if server is not None:
+        if server is not None and watched:
             url = f"rtsp://{USER}:{TOKEN}@127.0.0.1:{server.port}/bench"
             viewer = subprocess.Popen(
                 [sys.executable, "-c", VIEWER, url, str(seconds)],
                 stdout=subprocess.PIPE,
                 text=True,
+                preexec_fn=lambda: os.sched_setaffinity(0, VIEWER_CPUS) if VIEWER_CPUS else None,
             )
-            time.sleep(2.0)  # the viewer connected and probing
+        else:
+            viewer = subprocess.Popen(
+                [sys.executable, "-c", DECODE_LOAD, str(load_file), str(fps), str(seconds + 4)],
+                preexec_fn=lambda: os.sched_setaffinity(0, VIEWER_CPUS) if VIEWER_CPUS else None,
+            )
+        time.sleep(2.0)  # the viewer connected and probing
         child = server._process.pid if server is not None and server._process else None
+        # The threads that exist only for the stream: its output's and the server's supervisors.
+        stream_threads = [
+            t.native_id
+            for t in threading.enumerate()
+            if t.native_id and (t.name.startswith("rtsp-server") or t.name == "bench-rtsp")
+        ]
         cpu0, child0, wall0 = own_cpu_s(), child_cpu_s(child) if child else 0.0, time.monotonic()
+        threads0, system0 = thread_cpu_s(stream_threads), own_system_s()
         time.sleep(seconds)
         cpu1, child1, wall1 = own_cpu_s(), child_cpu_s(child) if child else 0.0, time.monotonic()
+        threads1, system1 = thread_cpu_s(stream_threads), own_system_s()
         latencies: list[float] = []
-        if viewer is not None:
+        if viewer is not None and watched:
             out, _ = viewer.communicate(timeout=seconds + 60)
             for line in out.splitlines()[2 * int(fps) :]:  # past the burst from the keyframe
                 number, when = line.split()
                 if int(number) in captured:
                     latencies.append(float(when) - captured[int(number)])
+        elif viewer is not None:
+            viewer.wait(timeout=60)
         done.set()
         feeder.join()
         sink.stop()
@@ -164,8 +244,11 @@ def run(images: list[np.ndarray], fps: float, seconds: float, stream: bool) -> d
         wall = wall1 - wall0
         result = {
             "stream": stream,
+            "watched": watched,
             "cpu_own": (cpu1 - cpu0) / wall,
             "cpu_server": (child1 - child0) / wall,
+            "cpu_stream_threads": (threads1 - threads0) / wall,
+            "cpu_own_system": (system1 - system0) / wall,
             "frames_recorded": recorder.frames_written,
             "dropped": [s.packets_dropped for s in sink.stats()],
         }
@@ -178,9 +261,23 @@ def run(images: list[np.ndarray], fps: float, seconds: float, stream: bool) -> d
         return result
 
 
+ARMS = (
+    ("recording alone", False, False),
+    ("recording + stream, no viewer", True, False),
+    ("recording + stream, 1 viewer", True, True),
+)
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each arm, interleaved")
     parser.add_argument("--fps", type=float, default=25.0)
     parser.add_argument("--resolution", default="1280x720")
     parser.add_argument("--frames", type=int, default=60, help="clip frames held in memory")
@@ -189,25 +286,54 @@ def main(argv: list[str] | None = None) -> None:
     width, height = (int(v) for v in args.resolution.split("x"))
     clip = args.clip or shared_clip(WALKING_CLIP)
     images = load_frames(clip, width, height, args.frames)
-    results = [run(images, args.fps, args.seconds, stream) for stream in (False, True)]
-    alone, streamed = results
-    total_alone = alone["cpu_own"] + alone["cpu_server"]
-    total_streamed = streamed["cpu_own"] + streamed["cpu_server"]
-    rows = [
-        ["recording alone", f"{total_alone:.3f}", "–", "–", "–"],
-        [
-            "recording + stream (1 viewer)",
-            f"{total_streamed:.3f}",
-            f"{100 * (total_streamed - total_alone) / total_alone:+.1f} %",
-            f"{streamed.get('latency_p50_s', float('nan')):.3f}",
-            f"{streamed.get('latency_p95_s', float('nan')):.3f}",
-        ],
-    ]
+    if EDGE_CPUS:  # before any thread starts, so every thread and child inherits it
+        os.sched_setaffinity(0, EDGE_CPUS)
+    load_file = Path(tempfile.mkdtemp()) / "load.h264"
+    encode_to_file(images, args.fps, load_file)
+    results: dict[str, list[dict]] = {name: [] for name, _, _ in ARMS}
+    for round_number in range(args.rounds):
+        order = ARMS if round_number % 2 == 0 else ARMS[::-1]
+        for name, stream, watched in order:
+            result = run(images, args.fps, args.seconds, stream, watched, load_file)
+            result["round"] = round_number + 1
+            results[name].append(result)
+            cores = result["cpu_own"] + result["cpu_server"]
+            print(f"round {round_number + 1}: {name}: {cores:.3f} cores", flush=True)
+
+    def cores(name: str) -> list[float]:
+        return [r["cpu_own"] + r["cpu_server"] for r in results[name]]
+
+    alone = median(cores(ARMS[0][0]))
+    rows = []
+    for name, _, watched in ARMS:
+        arm = median(cores(name))
+        latency = results[name]
+        rows.append(
+            [
+                name,
+                f"{arm:.3f}",
+                " ".join(f"{value:.3f}" for value in cores(name)),
+                "–" if arm == alone else f"{100 * (arm - alone) / alone:+.1f} %",
+                f"{median([r['cpu_server'] for r in results[name]]):.3f}",
+                f"{median([r['cpu_stream_threads'] for r in results[name]]):.3f}",
+                f"{median([r['latency_p95_s'] for r in latency]):.3f}" if watched else "–",
+            ]
+        )
     print(
-        f"{clip.name} at {width}x{height}, {args.fps:g} fps, {args.seconds:g} s; CPU in cores "
-        "(this process + the RTSP server process)"
+        f"{clip.name} at {width}x{height}, {args.fps:g} fps, {args.seconds:g} s x "
+        f"{args.rounds} rounds interleaved; CPU in cores (this process + the RTSP server process"
+        f" on CPUs {sorted(EDGE_CPUS) or 'all'}, the viewer on {sorted(VIEWER_CPUS) or 'all'})"
     )
-    print(markdown_table(["outputs", "CPU", "vs alone", "latency p50 s", "p95 s"], rows))
+    headers = [
+        "outputs",
+        "CPU, median",
+        "each round",
+        "vs alone",
+        "of it RTSP server",
+        "stream's threads here",
+        "latency p95 s",
+    ]
+    print(markdown_table(headers, rows))
     print(json.dumps(results, indent=1))
 
 
