@@ -2,7 +2,8 @@
 engine behind `edgeblur serve`), fed by loopback RTSP servers playing a clip or by demo
 cameras, at product defaults, recording on.
 
-    .venv/bin/python bench/live.py [--rtsp [CLIP] [--height H] | --demo WxH] [--cameras N]
+    .venv/bin/python bench/live.py [--rtsp [CLIP] | --file [CLIP]] [--height H] | --demo WxH]
+                                   [--cameras N]
                                    [--seconds S] [--warmup S] [--config FILE] [--verify]
                                    [--viewer] [--cut] [--out-dir DIR] [--recordings DIR]
 
@@ -13,8 +14,10 @@ per connection, so it plays a looped copy long enough for the run, kept in --out
 clip played forwards then backwards (re-encoded at high quality, bench._common.prepare_clip),
 so that the picture never jumps and everyone walks back the way they came; with `--cut`, the
 clip itself repeated (its packets copied), cutting back to its start at every loop, where
-every face jumps, which no real camera does. `--demo WxH` gives demo cameras instead
-(synthetic faces, paced at 25 fps in real time).
+every face jumps, which no real camera does. `--file` gives file cameras instead (edgeblur's
+`file` source, looped, paced in real time) playing the same, with no RTSP between: their frames
+carry the file's time, not the clock, so no latency is reported for them. `--demo WxH` gives
+demo cameras (synthetic faces, paced at 25 fps in real time).
 
 All cameras run in one Pipeline, in a fresh process (bench._common.in_fresh_process), so its
 peak RSS is the service's: one shared detector, its models, every camera's decoder, engine
@@ -150,6 +153,7 @@ class Camera:
     id: str
     label: str  # e.g. "rtsp 1920x1080"
     source: dict[str, Any]  # its edgeblur source section
+    file_time: bool = False  # frames carry the file's time, not the monotonic clock
 
 
 @dataclass
@@ -189,8 +193,9 @@ class RecordingLog:
     recording's thread, read by the main one. With `thumbnails`, also each frame's capture
     time and a small grey copy, to tell which recorded frame a stream viewer received."""
 
-    def __init__(self, thumbnails: bool = False) -> None:
+    def __init__(self, thumbnails: bool = False, file_time: bool = False) -> None:
         self._lock = threading.Lock()
+        self.file_time = file_time  # then no latency: NaN
         self._writes: list[tuple[float, float]] = []
         self.first = threading.Event()
         self.thumbnails = thumbnails
@@ -200,7 +205,7 @@ class RecordingLog:
         now = time.monotonic()
         thumbnail = grey_copy(frame.image, THUMBNAIL) if self.thumbnails else None
         with self._lock:
-            self._writes.append((now, now - frame.timestamp))
+            self._writes.append((now, math.nan if self.file_time else now - frame.timestamp))
             if thumbnail is not None:
                 self.captured.append((frame.timestamp, thumbnail))
         self.first.set()
@@ -305,6 +310,8 @@ def _viewer_result(
         for arrived, frame in zip(arrivals, read_frames(recording), strict=False):
             viewed.append((arrived, grey_copy(frame.image, THUMBNAIL)))
     latencies = capture_to_viewer(log.captured, viewed)
+    if log.file_time:  # paired all the same ("frames paired"), but no latency to tell
+        latencies = [math.nan] * len(latencies)
     return ViewerResult(
         frames=sum(start <= arrived < end for arrived in arrivals),
         latencies_ms=[
@@ -392,7 +399,7 @@ def measure(
         "cameras": [{"id": camera.id, "source": camera.source} for camera in cameras],
     })
     pipeline = Pipeline(config, stream_password=STREAM_TOKEN, stream_host="127.0.0.1")
-    logs = {camera.id: RecordingLog(thumbnails=viewer) for camera in cameras}
+    logs = {camera.id: RecordingLog(viewer, camera.file_time) for camera in cameras}
     viewers_dir = data_dir / "viewers"
     viewers: dict[str, subprocess.Popen] = {}
     pipeline.start()
@@ -498,7 +505,7 @@ def report(result: LiveResult) -> str:
     rows = []
     for camera in result.cameras:
         latencies = np.array(camera.latencies_ms)
-        if len(latencies):
+        if len(latencies) and not np.isnan(latencies).all():
             p50, p95 = np.percentile(latencies, [50, 95])
             stats = [f"{p50:.0f}", f"{p95:.0f}", f"{latencies.max():.0f}"]
         else:
@@ -533,7 +540,7 @@ def viewer_report(result: LiveResult) -> str:
             continue
         viewer, recorded = camera.viewer, len(camera.latencies_ms)
         latencies = np.array(viewer.latencies_ms)
-        stats = (["-", "-", "-"] if not len(latencies) else
+        stats = (["-", "-", "-"] if not len(latencies) or np.isnan(latencies).all() else
                  [f"{v:.0f}" for v in (*np.percentile(latencies, [50, 95]), latencies.max())])
         rows.append([
             camera.camera.id,
@@ -568,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--rtsp", type=Path, nargs="?", const=None, metavar="CLIP",
                       help="RTSP cameras playing CLIP (the default, with the walking clip)")
+    kind.add_argument("--file", type=Path, nargs="?", const=Path(), metavar="CLIP",
+                      help="file cameras playing CLIP (default: the walking clip)")
     kind.add_argument("--demo", type=resolution, metavar="WxH",
                       help="demo cameras of this size instead, at 25 fps")
     parser.add_argument("--height", type=int, metavar="H",
@@ -615,7 +624,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         what = f"demo {width}x{height} at {FPS:g} fps (real time)"
     else:
-        clip = args.rtsp or shared_clip(WALKING_CLIP)
+        named = args.file if args.file is not None and args.file != Path() else args.rtsp
+        clip = named or shared_clip(WALKING_CLIP)
         if not clip.is_file():
             sys.exit(f"error: {clip} is not a file")
         args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -626,9 +636,9 @@ def main(argv: list[str] | None = None) -> int:
                                       ping_pong=not args.cut)
             if args.height is not None:  # the clip the recordings are paired with
                 clip = in_fresh_process(prepare_clip, clip, args.out_dir, height=args.height)
-        looped = loop_clip(played, args.out_dir, args.seconds + args.warmup + LOOP_MARGIN_S)
         info = probe(clip)
-        what = (f"RTSP (loopback) {clip.name} {info.width}x{info.height} at {info.fps:g} fps, "
+        what = (f"{'file' if args.file else 'RTSP (loopback)'} {clip.name} "
+                f"{info.width}x{info.height} at {info.fps:g} fps, "
                 + ("looped (cut back to its start)" if args.cut else "played to and fro"))
 
     from tests.rtsp import RtspServer
@@ -636,7 +646,15 @@ def main(argv: list[str] | None = None) -> int:
     servers: list[RtspServer] = []
     recordings_root = args.recordings or Path(tempfile.mkdtemp(prefix="edgeblur-live-"))
     try:
-        if clip is not None:
+        if clip is not None and args.file is not None:  # the file source loops it itself
+            cameras = [
+                Camera(f"file-{n}", f"file {info.width}x{info.height}",
+                       {"type": "file", "path": str(played), "loop": True, "realtime": True},
+                       file_time=True)
+                for n in range(1, args.cameras + 1)
+            ]
+        elif clip is not None:
+            looped = loop_clip(played, args.out_dir, args.seconds + args.warmup + LOOP_MARGIN_S)
             cameras = []
             for n in range(1, args.cameras + 1):
                 server = RtspServer(looped)

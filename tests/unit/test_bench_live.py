@@ -107,6 +107,35 @@ def test_an_rtsp_camera_and_its_stream_viewer_are_checked_for_faces_against_the_
     assert face_frames > 0 and leaked == 0
 
 
+@pytest.mark.skipif(not gi_available(), reason=f"{SYSTEM_PYTHON} lacks GStreamer's gi bindings")
+def test_a_file_camera_is_checked_for_faces_but_has_no_latency_to_tell(
+    model_store, astronaut_bgr: np.ndarray, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    model_store.fetch("centerface")
+    face = cv2.resize(astronaut_bgr, (320, 320))
+    clip = write_h264(tmp_path / "astronaut.mp4", [face] * 25, fps=25)
+
+    status = live.main(["--cameras", "1", "--seconds", "2", "--warmup", "1.5", "--file",
+                        str(clip), "--out-dir", str(tmp_path), "--viewer"])
+
+    printed = capsys.readouterr().out
+    header, [row] = table(printed)
+    assert status == 0
+    values = dict(zip(header, row, strict=True))
+    assert values["camera"] == "file-1" and values["source"] == "file 320x320"
+    assert float(values["recorded fps"]) > 0
+    # Its frames carry the file's time, not the clock: a latency from them would be nonsense.
+    assert values["p50 ms"] == values["p95 ms"] == "-"
+    counts, _, _ = values["leaked / face-frames"].partition(" (")
+    leaked, face_frames = (int(n) for n in counts.split(" / "))
+    assert face_frames > 0 and leaked == 0
+    header, [row] = table(printed, 1)
+    viewer = dict(zip(header, row, strict=True))
+    assert float(viewer["viewer fps"]) > 0 and int(viewer["frames paired"]) > 0
+    assert viewer["p50 ms"] == "-"
+
+
 def test_each_viewed_frame_is_paired_with_the_recorded_frame_it_is() -> None:
     """Capture-to-viewer latency: a viewer joins at recorded frame 20, receives each frame
     0.3 s after its capture, a little changed by the codec, and misses frame 30."""
