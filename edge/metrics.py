@@ -143,7 +143,8 @@ class PipelineMetrics:
         self.output_frames_dropped = Gauge(
             "edgeblur_output_frames_dropped",
             "Frames an encoded output dropped since its camera (re)started: a stalled viewer or "
-            "an unreachable push target drops its own frames, never the camera's.",
+            "an unreachable push target drops its own frames, never the camera's (output rtsp: "
+            "the frames its viewers missed, each viewer counted).",
             ["camera", "output"],
             registry=r,
         )

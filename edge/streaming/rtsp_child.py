@@ -19,6 +19,7 @@ import os
 import struct
 import sys
 import threading
+import time
 from typing import Any
 
 import gi
@@ -33,11 +34,13 @@ MOUNT, UNMOUNT, PACKET = 1, 2, 3
 KEYFRAME = 1
 USER = "edgeblur"
 MAX_GOP_PACKETS = 600  # packets kept since the last keyframe, for a viewer who starts the media
+MAX_QUEUED_BYTES = 2_000_000  # per viewer: seconds of 1080p; a viewer further behind loses frames
+DROPS_REPORT_S = 1.0  # report a mount's dropped frames to the service at most this often
 # Live H.264 in, RTP out: no parser or decoder (the encoder repeats SPS/PPS with every keyframe,
 # and the payloader also sends them before each keyframe and in the SDP).
 LAUNCH = (
     "( appsrc name=src is-live=true format=time do-timestamp=true block=false "
-    "max-bytes=2000000 leaky-type=downstream "
+    f"max-bytes={MAX_QUEUED_BYTES} leaky-type=downstream "
     "caps=video/x-h264,stream-format=byte-stream,alignment=au "
     "! rtph264pay name=pay0 pt=96 config-interval=-1 )"
 )
@@ -52,8 +55,10 @@ class Mount:
     """One camera's mount. The service encodes once; each viewer gets its own small pipeline
     (appsrc, payloader) fed the same packets, starting at the last keyframe. Not one shared
     media: with that, a viewer that stopped reading backed up the shared pipeline, and a new
-    viewer got no frames. A viewer's own appsrc drops its oldest data when it is full, so
-    a stalled viewer costs at most max-bytes of memory and holds up nobody."""
+    viewer got no frames. A viewer whose queue holds MAX_QUEUED_BYTES (it stopped reading, or
+    its network is too slow) is skipped, and then until a keyframe, so that what it gets next
+    decodes; it costs at most that much memory and holds up nobody. The frames it missed are
+    reported to the service (its /metrics), a second's worth at a time."""
 
     def __init__(self, name: str, permissions: Any | None) -> None:
         self.name = name
@@ -64,8 +69,10 @@ class Mount:
             self.factory.set_permissions(permissions)
         self.factory.connect("media-configure", self._configure)
         self._lock = threading.Lock()
-        self._sources: dict[Any, bool] = {}  # appsrc -> has had a keyframe
+        self._sources: dict[Any, str] = {}  # appsrc -> "new", "in-sync" or "resync"
         self._gop: list[bytes] = []  # since the last keyframe
+        self._dropped = 0  # frames viewers missed since the last report
+        self._reported_at = time.monotonic()
 
     def _configure(self, _factory: Any, media: Any) -> None:
         source = media.get_element().get_child_by_name("src")
@@ -73,7 +80,7 @@ class Mount:
             # The new media starts at the last keyframe, not the next one.
             for data in self._gop:
                 source.emit("push-buffer", Gst.Buffer.new_wrapped(data))
-            self._sources[source] = bool(self._gop)
+            self._sources[source] = "in-sync" if self._gop else "new"
         media.connect("unprepared", self._unprepared, source)
 
     def _unprepared(self, _media: Any, source: Any) -> None:
@@ -89,10 +96,20 @@ class Mount:
                 self._gop.append(data)
             else:
                 self._gop = []
-            for source, started in self._sources.items():
-                if started or keyframe:  # nothing a decoder could not start from
-                    self._sources[source] = True
-                    source.emit("push-buffer", Gst.Buffer.new_wrapped(data))
+            for source, state in self._sources.items():
+                if state != "in-sync" and not keyframe:  # nothing a decoder cannot start from
+                    self._dropped += state == "resync"
+                    continue
+                if source.get_property("current-level-bytes") + len(data) > MAX_QUEUED_BYTES:
+                    self._sources[source] = "resync"
+                    self._dropped += 1
+                    continue
+                self._sources[source] = "in-sync"
+                source.emit("push-buffer", Gst.Buffer.new_wrapped(data))
+            now = time.monotonic()
+            if self._dropped and now - self._reported_at >= DROPS_REPORT_S:
+                emit({"event": "dropped", "mount": self.name, "count": self._dropped})
+                self._dropped, self._reported_at = 0, now
 
 
 class Viewers:

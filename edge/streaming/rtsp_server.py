@@ -88,6 +88,7 @@ class RtspServer:
         self.restarts = 0
         self._mounts: set[str] = set()
         self._viewers: dict[str, int] = {}
+        self._viewer_drops: dict[str, int] = {}  # frames viewers missed, per camera, ever
         self._mounted: set[str] = set()  # mounts the child has confirmed
         self._lock = threading.Lock()  # state, mounts, viewers
         self._write_lock = threading.Lock()  # the child's stdin
@@ -142,6 +143,12 @@ class RtspServer:
         """True once the server answers for /<camera_id> (viewers earlier get 404)."""
         with self._lock:
             return camera_id in self._mounted
+
+    def viewer_frames_dropped(self, camera_id: str) -> int:
+        """Frames this camera's viewers missed (each viewer counted), since the server began:
+        a viewer too far behind is skipped until it can take a keyframe."""
+        with self._lock:
+            return self._viewer_drops.get(camera_id, 0)
 
     def viewers(self, camera_id: str) -> int:
         with self._lock:
@@ -276,6 +283,12 @@ class RtspServer:
         elif event.get("event") == "viewers":
             with self._lock:
                 self._viewers[str(event.get("mount"))] = int(event.get("count", 0))
+        elif event.get("event") == "dropped":
+            mount = str(event.get("mount"))
+            with self._lock:
+                self._viewer_drops[mount] = self._viewer_drops.get(mount, 0) + int(
+                    event.get("count", 0)
+                )
         elif event.get("event") == "failed":
             self._stderr_tail.append(str(event.get("reason", "failed")))
 
@@ -323,12 +336,19 @@ class RtspServer:
 
 class RtspMount:
     """One camera's mount as an output of its encoder (edge.sinks.fanout.PacketConsumer).
-    Packets sent while the server is down are counted in `packets_dropped`."""
+    `packets_dropped`: packets sent while the server was down, and frames its viewers missed
+    (each viewer counted) since the mount opened."""
 
     def __init__(self, server: RtspServer, camera_id: str) -> None:
         self.server = server
         self.camera_id = camera_id
-        self.packets_dropped = 0
+        self.packets_undelivered = 0
+        self._viewer_drops_before = server.viewer_frames_dropped(camera_id)
+
+    @property
+    def packets_dropped(self) -> int:
+        viewer_drops = self.server.viewer_frames_dropped(self.camera_id)
+        return self.packets_undelivered + viewer_drops - self._viewer_drops_before
 
     @property
     def viewers(self) -> int:
@@ -339,7 +359,7 @@ class RtspMount:
 
     def consume(self, packet: EncodedPacket) -> None:
         if not self.server._send_packet(self.camera_id, packet):
-            self.packets_dropped += 1
+            self.packets_undelivered += 1
 
     def close(self) -> None:
         self.server._remove_mount(self.camera_id)

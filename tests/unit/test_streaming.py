@@ -317,7 +317,9 @@ def test_a_viewer_stalled_for_30_s_holds_up_neither_the_camera_nor_the_other_vie
                                            watching.counters[0] + len(watching.counters)))
     assert late == list(range(late[0], late[0] + len(late)))
     assert recorder.frames_dropped == 0 and recording.stats().packets_dropped == 0
-    assert stream.stats().packets_dropped == 0  # the server, not the camera, copes with it
+    # The stalled viewer missed frames once its queue was full, and /metrics counts them;
+    # nobody else missed any (the watching viewer's counters run on without a gap).
+    assert 0 < stream.stats().packets_dropped <= written
     assert camera.longest_write_s < 1.0  # never held up
 
 
