@@ -4,7 +4,8 @@
 # root filesystem and /config and /data as volumes. Then checks, in order:
 #   1. the image's user is not root;
 #   2. the demo config's camera reaches /readyz 200 within 60 s (arm64: 900 s);
-#   3. the HEALTHCHECK command exits 0;
+#   3. the HEALTHCHECK command exits 0, and the camera's anonymised RTSP stream (published by
+#      the image, so served only with a token) gives frames with the token and none without;
 #   4. SIGTERM ends it with exit status 0 and the last segment finalised (no .part file left,
 #      and `edgeblur verify` passes on the recordings);
 #   5. `edgeblur image` masks a sample photo (the face changes, the rest does not);
@@ -104,7 +105,9 @@ uid=$("${run[@]}" --rm "$image" id -u)
 pass "runs as $user (uid $uid)"
 
 # 2. offline, read-only root, volumes: the demo camera gets ready
-"${run[@]}" -d --name "$name" -v "$work/config:/config" -v "$work/data:/data" "$image" >/dev/null
+token=image-test-token-$$-0123456789
+"${run[@]}" -d --name "$name" -e EDGEBLUR_TOKEN="$token" -v "$work/config:/config" \
+    -v "$work/data:/data" "$image" >/dev/null
 container_started=$(date +%s)
 ready=false
 while [ $(( $(date +%s) - container_started )) -le "$ready_limit" ]; do
@@ -123,6 +126,27 @@ pass "/readyz 200 after $ready_after s, with --network none and a read-only root
 # 3. HEALTHCHECK
 "${podman[@]}" healthcheck run "$name" || fail "the HEALTHCHECK command failed"
 pass "HEALTHCHECK command exits 0"
+
+# The stream, read inside the container (--network none): with the token, then without.
+want=10 wait_s=30
+[ "$arch" = arm64 ] && want=2 wait_s=300  # the emulated demo camera runs at 1 fps or less
+"${podman[@]}" exec "$name" python -c "
+import sys, av
+url = 'rtsp://edgeblur:$token@127.0.0.1:8554/demo'
+frames = 0
+with av.open(url, options={'rtsp_transport': 'tcp'}, timeout=$wait_s) as stream:
+    for frame in stream.decode(video=0):
+        frames += 1
+        if frames == $want:
+            break
+print(f'{frames} frames of {frame.width}x{frame.height} from the stream')
+try:
+    av.open('rtsp://127.0.0.1:8554/demo', options={'rtsp_transport': 'tcp'}, timeout=30)
+except av.HTTPUnauthorizedError:
+    sys.exit(0)
+sys.exit('the stream was served without the token')
+" || { "${podman[@]}" logs "$name" | tail -30; fail "the camera's RTSP stream"; }
+pass "the RTSP stream serves frames with the token and refuses a client without it"
 
 # 4. Let it record a while, then SIGTERM in the middle of a segment.
 sleep 10
