@@ -323,6 +323,33 @@ def test_a_viewer_stalled_for_30_s_holds_up_neither_the_camera_nor_the_other_vie
     assert camera.longest_write_s < 1.0  # never held up
 
 
+def test_a_viewer_too_slow_to_keep_up_misses_whole_stretches_and_what_it_gets_decodes(
+    rtsp_server: RtspServer,
+) -> None:
+    """A viewer reading 2 frames a second of a 15 fps camera falls a queue's worth behind: it
+    is skipped until it has room and resumes at a keyframe, so the frames it does get are the
+    camera's, in order (a decoder fed a stream with holes shows wrong pictures: here, numbers
+    going backwards), and the ones it missed are counted."""
+    stream = PacketOutput("rtsp", rtsp_server.mount("door"))
+    sink = EncodedOutputsSink("door", FPS, [stream])
+    counters: list[int] = []
+    with Camera(sink, 480, 360, noise=True):
+        url = stream_url(rtsp_server, "door")
+        with av.open(url, options={"rtsp_transport": "tcp"}, timeout=HANG_GUARD_S) as container:
+            began = time.monotonic()
+            for frame in container.decode(video=0):
+                counters.append(read_counter(frame.to_ndarray(format="bgr24")))
+                elapsed = time.monotonic() - began
+                if elapsed < 8.0:
+                    time.sleep(0.5)  # slow, then reading as fast as it comes
+                elif elapsed > 14.0:
+                    break
+        dropped = stream.stats().packets_dropped
+    steps = np.diff(counters)
+    assert (steps >= 1).all(), f"frames out of order: {counters}"
+    assert (steps > 1).any() and dropped > 0  # it did fall behind
+
+
 @pytest.mark.parametrize("change", ["timestamps-restart", "frame-size"])
 def test_viewers_go_on_when_the_camera_source_restarts(
     rtsp_server: RtspServer, change: str
