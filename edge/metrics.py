@@ -169,9 +169,9 @@ class PipelineMetrics:
         )
 
     def set_outputs(self, outputs: dict[str, list[tuple[str, int, int]]]) -> None:
-        """Per camera, (output, frames sent, frames dropped) of each encoded output, and the
-        stream's viewers (output "rtsp"), as of now. Replaces the previous values, so outputs
-        of cameras gone or restarted without them disappear."""
+        """Per camera, (output, frames sent, frames dropped) of each encoded output, as of now.
+        Replaces the previous values, so outputs of cameras gone or restarted without them
+        disappear."""
         self.output_frames_sent.clear()
         self.output_frames_dropped.clear()
         for camera_id, stats in outputs.items():

@@ -202,6 +202,7 @@ def exported_metric_names() -> set[str]:
     rules and the dashboard may query)."""
     metrics = PipelineMetrics()
     metrics.camera("probe")
+    metrics.set_outputs({"probe": [("recording", 0, 0), ("rtsp", 0, 0)]})  # its encoded outputs
     return {
         sample.name
         for family in text_string_to_metric_families(metrics.render().decode())
