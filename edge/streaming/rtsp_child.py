@@ -100,7 +100,8 @@ class Mount:
                 if state != "in-sync" and not keyframe:  # nothing a decoder cannot start from
                     self._dropped += state == "resync"
                     continue
-                if source.get_property("current-level-bytes") + len(data) > MAX_QUEUED_BYTES:
+                queued = source.get_property("current-level-bytes")
+                if queued and queued + len(data) > MAX_QUEUED_BYTES:  # an empty queue takes any
                     self._sources[source] = "resync"
                     self._dropped += 1
                     continue
