@@ -133,18 +133,19 @@ def encode_to_file(images: list[np.ndarray], fps: float, path: Path) -> None:
 
 def child_cpu_s(pid: int) -> float:
     """utime + stime of a running process, from /proc (Linux)."""
-    return child_cpu_s_at(Path(f"/proc/{pid}/stat"))
+    return cpu_s_at(Path(f"/proc/{pid}/stat"))
 
 
 def thread_cpu_s(thread_ids: list[int]) -> float:
     """utime + stime of this process's threads with these native ids, from /proc (Linux)."""
     total = 0.0
     for tid in thread_ids:
-        total += child_cpu_s_at(Path(f"/proc/self/task/{tid}/stat"))
+        total += cpu_s_at(Path(f"/proc/self/task/{tid}/stat"))
     return total
 
 
-def child_cpu_s_at(stat: Path) -> float:
+def cpu_s_at(stat: Path) -> float:
+    """utime + stime from a /proc stat file (a process's or a thread's)."""
     fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -288,17 +289,18 @@ def main(argv: list[str] | None = None) -> None:
     images = load_frames(clip, width, height, args.frames)
     if EDGE_CPUS:  # before any thread starts, so every thread and child inherits it
         os.sched_setaffinity(0, EDGE_CPUS)
-    load_file = Path(tempfile.mkdtemp()) / "load.h264"
-    encode_to_file(images, args.fps, load_file)
     results: dict[str, list[dict]] = {name: [] for name, _, _ in ARMS}
-    for round_number in range(args.rounds):
-        order = ARMS if round_number % 2 == 0 else ARMS[::-1]
-        for name, stream, watched in order:
-            result = run(images, args.fps, args.seconds, stream, watched, load_file)
-            result["round"] = round_number + 1
-            results[name].append(result)
-            cores = result["cpu_own"] + result["cpu_server"]
-            print(f"round {round_number + 1}: {name}: {cores:.3f} cores", flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        load_file = Path(folder) / "load.h264"
+        encode_to_file(images, args.fps, load_file)
+        for round_number in range(args.rounds):
+            order = ARMS if round_number % 2 == 0 else ARMS[::-1]
+            for name, stream, watched in order:
+                result = run(images, args.fps, args.seconds, stream, watched, load_file)
+                result["round"] = round_number + 1
+                results[name].append(result)
+                cores = result["cpu_own"] + result["cpu_server"]
+                print(f"round {round_number + 1}: {name}: {cores:.3f} cores", flush=True)
 
     def cores(name: str) -> list[float]:
         return [r["cpu_own"] + r["cpu_server"] for r in results[name]]
@@ -313,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
                 name,
                 f"{arm:.3f}",
                 " ".join(f"{value:.3f}" for value in cores(name)),
-                "–" if arm == alone else f"{100 * (arm - alone) / alone:+.1f} %",
+                "–" if name == ARMS[0][0] else f"{100 * (arm - alone) / alone:+.1f} %",
                 f"{median([r['cpu_server'] for r in results[name]]):.3f}",
                 f"{median([r['cpu_stream_threads'] for r in results[name]]):.3f}",
                 f"{median([r['latency_p95_s'] for r in latency]):.3f}" if watched else "–",

@@ -337,7 +337,7 @@ class RtspServer:
 class RtspMount:
     """One camera's mount as an output of its encoder (edge.sinks.fanout.PacketConsumer).
     `packets_dropped`: packets sent while the server was down, and frames its viewers missed
-    (each viewer counted) since the mount opened."""
+    (each viewer counted) since this mount was made (its camera started)."""
 
     def __init__(self, server: RtspServer, camera_id: str) -> None:
         self.server = server
