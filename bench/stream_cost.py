@@ -213,6 +213,7 @@ def run(
         else:
             viewer = subprocess.Popen(
                 [sys.executable, "-c", DECODE_LOAD, str(load_file), str(fps), str(seconds + 4)],
+                text=True,
                 preexec_fn=lambda: os.sched_setaffinity(0, VIEWER_CPUS) if VIEWER_CPUS else None,
             )
         time.sleep(2.0)  # the viewer connected and probing
@@ -299,8 +300,8 @@ def main(argv: list[str] | None = None) -> None:
                 result = run(images, args.fps, args.seconds, stream, watched, load_file)
                 result["round"] = round_number + 1
                 results[name].append(result)
-                cores = result["cpu_own"] + result["cpu_server"]
-                print(f"round {round_number + 1}: {name}: {cores:.3f} cores", flush=True)
+                used = result["cpu_own"] + result["cpu_server"]
+                print(f"round {round_number + 1}: {name}: {used:.3f} cores", flush=True)
 
     def cores(name: str) -> list[float]:
         return [r["cpu_own"] + r["cpu_server"] for r in results[name]]
@@ -309,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for name, _, watched in ARMS:
         arm = median(cores(name))
-        latency = results[name]
+        p95s = [r["latency_p95_s"] for r in results[name] if "latency_p95_s" in r]
         rows.append(
             [
                 name,
@@ -318,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
                 "–" if name == ARMS[0][0] else f"{100 * (arm - alone) / alone:+.1f} %",
                 f"{median([r['cpu_server'] for r in results[name]]):.3f}",
                 f"{median([r['cpu_stream_threads'] for r in results[name]]):.3f}",
-                f"{median([r['latency_p95_s'] for r in latency]):.3f}" if watched else "–",
+                f"{median(p95s):.3f}" if watched and p95s else "–",
             ]
         )
     print(

@@ -253,3 +253,24 @@ def test_schedule_replay_counts_faces_the_masks_miss(astronaut_bgr: np.ndarray) 
     assert schedule("2x4, 1x8") == [(2, 4), (1, 8)]
     with pytest.raises(argparse.ArgumentTypeError, match="expected KxS"):
         schedule("2by4")
+
+
+def test_stream_cost_reports_each_arm_of_each_round(
+    tmp_path: Path, astronaut_bgr: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import stream_cost
+    from tests.rtsp import write_h264
+
+    clip = write_h264(tmp_path / "face.mp4", [cv2.resize(astronaut_bgr, (320, 240))] * 10)
+
+    stream_cost.main(["--clip", str(clip), "--resolution", "320x240", "--frames", "10",
+                      "--seconds", "3", "--rounds", "1"])
+
+    printed = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+            for line in printed.splitlines() if line.startswith("| recording")}
+    assert list(rows) == [name for name, _, _ in stream_cost.ARMS]
+    alone, unwatched, watched = rows.values()
+    assert alone[2] == "–" and unwatched[2].endswith("%") and watched[2].endswith("%")
+    assert float(watched[3]) > 0  # the RTSP server process did work for its viewer
+    assert 0 < float(watched[5]) < 10  # the viewer decoded frames, and their latency is known
