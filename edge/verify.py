@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 import numpy as np
 
 from edge.detectors.base import Detector
-from edge.errors import ConfigError, EdgeblurError
+from edge.errors import ConfigError, EdgeblurError, MediaError
 from edge.maskrule import split_masked
 from edge.types import Detections
 
@@ -317,6 +317,7 @@ def check_file(
             return report
         declared = probe(path).frames
         decoded = 0
+        broken = ""  # why decoding stopped partway: a cut file's last packet, usually
         frames = read_frames(path)
         try:
             for frame in frames:
@@ -332,17 +333,27 @@ def check_file(
                         detector,
                         settings.face_threshold,
                     )
+        except MediaError as error:
+            if decoded == 0:
+                raise
+            broken = f" (then: {_without_path(str(error), path)})"
         finally:
             frames.close()
         if report.frames_checked == 0:
             report.error = "no video frames could be decoded"
-        elif settings.max_frames is None and decoded < declared:
-            report.error = f"only {decoded} of the {declared} frames it declares could be decoded"
+        elif broken or (settings.max_frames is None and decoded < declared):
+            # Whether a cut file ends in a decoding error or just ends depends on where the
+            # cut fell; either way the frames after it were never checked.
+            of_declared = f" of the {declared} frames it declares" if declared else " frames"
+            report.error = f"only {decoded}{of_declared} could be decoded{broken}"
     except EdgeblurError as error:  # MediaError (corrupt, truncated), DetectorError
-        message = str(error)
-        prefix = f"{path}: "
-        report.error = message[len(prefix) :] if message.startswith(prefix) else message
+        report.error = _without_path(str(error), path)
     return report
+
+
+def _without_path(message: str, path: Path) -> str:
+    prefix = f"{path}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
 
 
 def verify_files(
