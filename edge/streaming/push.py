@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import re
+import threading
 import time
 from collections.abc import Callable
 
@@ -66,6 +68,82 @@ def mask_url(url: str) -> str:
     return mask_credentials(url)
 
 
+class _GuardedMuxer:
+    """A connection, opened and written on a thread of its own so that a write stuck on a
+    target that stopped reading with its connection open can be given up on.
+
+    FFmpeg's RTSP muxer writes with no time limit, and its socket timeout (set on the muxer)
+    does not cover writes: such a target keeps a write waiting until TCP gives up, about 15
+    minutes for a host that vanished and never for a process that froze. After `timeout_s`
+    the connection is abandoned: its thread is left to finish or fail that write, then closes
+    the muxer and ends; nothing else touches the muxer again. (The announce when opening
+    holds Python's lock, so no thread could give up on it: the socket timeout covers that.)
+    """
+
+    def __init__(
+        self, open_muxer: Callable[[], H264PacketMuxer], timeout_s: float, label: str
+    ) -> None:
+        """Opens the connection; raises MediaError when that fails or takes over timeout_s."""
+        self.timeout_s = timeout_s
+        self.label = label
+        self.packets_written = 0
+        self._requests: queue.Queue[EncodedPacket | None] = queue.Queue(maxsize=1)
+        self._results: queue.Queue[MediaError | None] = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(
+            target=self._run, args=(open_muxer,), name="push-writer", daemon=True
+        )
+        self._thread.start()
+        self._wait("did not answer")
+
+    def write(self, packet: EncodedPacket) -> None:
+        """Raises MediaError when the write failed or took over timeout_s (then this
+        connection is done: close() it)."""
+        self._requests.put(packet)
+        self._wait("stopped reading")
+        self.packets_written += 1
+
+    def _wait(self, what: str) -> None:
+        try:
+            error = self._results.get(timeout=self.timeout_s)
+        except queue.Empty:
+            self.close()
+            raise MediaError(
+                f"{self.label}: the server {what} for {self.timeout_s:g} s; connection given up"
+            ) from None
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        """Close the muxer on its thread, once its write in progress (if any) is over.
+        Never blocks."""
+        try:
+            self._requests.put_nowait(None)
+        except queue.Full:
+            pass  # a close is queued already
+
+    def _run(self, open_muxer: Callable[[], H264PacketMuxer]) -> None:
+        try:
+            self._muxer = open_muxer()
+        except MediaError as error:
+            self._results.put_nowait(error)
+            return
+        self._results.put_nowait(None)
+        while (packet := self._requests.get()) is not None:
+            try:
+                self._muxer.write(packet)
+                result: MediaError | None = None
+            except MediaError as error:
+                result = error
+            try:
+                self._results.put_nowait(result)
+            except queue.Full:
+                break  # write() gave up on a result before: the connection is abandoned
+        try:
+            self._muxer.close()
+        except MediaError as error:
+            log.info("push %s: closing: %s", self.label, error)
+
+
 class RtspPushConsumer:
     """Publishes packets to `url` (a template: ${VAR} in its userinfo). A PacketConsumer for
     edge.sinks.fanout.PacketOutput, so it runs on its own thread behind its own queue.
@@ -99,7 +177,7 @@ class RtspPushConsumer:
         self.connects = 0
         self.failures = 0
         self.packets_dropped = 0  # while disconnected or waiting for a keyframe
-        self._muxer: H264PacketMuxer | None = None
+        self._muxer: _GuardedMuxer | None = None
         self._backoff_s = min_backoff_s
         self._retry_at = 0.0
 
@@ -128,22 +206,30 @@ class RtspPushConsumer:
         muxer, self._muxer = self._muxer, None
         self.state = "stopped"
         if muxer is not None:
-            try:
-                muxer.close()
-            except MediaError as error:
-                log.info("push %s: closing: %s", self.label, error)
+            muxer.close()
 
     def _connect(self, packet: EncodedPacket) -> bool:
         if not packet.keyframe or self._clock() < self._retry_at:
             return False
+        url = expand_push_url(self.url)
         try:
-            self._muxer = H264PacketMuxer(
-                expand_push_url(self.url),
-                packet,
-                format="rtsp",
-                options={"rtsp_transport": self.transport},
-                timeout_s=self.timeout_s,
-                label=self.label,
+            self._muxer = _GuardedMuxer(
+                lambda: H264PacketMuxer(
+                    url,
+                    packet,
+                    format="rtsp",
+                    # Socket reads time out (µs): the announce, done holding Python's
+                    # lock, would otherwise wait forever on a server that stopped answering,
+                    # and every camera of the service with it.
+                    options={
+                        "rtsp_transport": self.transport,
+                        "timeout": str(int(self.timeout_s * 1_000_000)),
+                    },
+                    timeout_s=self.timeout_s,
+                    label=self.label,
+                ),
+                self.timeout_s,
+                self.label,
             )
         except MediaError as error:
             self._lost(error)
@@ -157,10 +243,7 @@ class RtspPushConsumer:
     def _lost(self, error: MediaError) -> None:
         muxer, self._muxer = self._muxer, None
         if muxer is not None:
-            try:
-                muxer.close()
-            except MediaError:
-                pass  # the connection is gone; nothing left to finish
+            muxer.close()  # on its thread, once its stuck write (if any) is over
         self.failures += 1
         self.state = "waiting"
         self.last_error = mask_url(str(error))

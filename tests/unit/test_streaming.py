@@ -408,6 +408,36 @@ def test_push_reaches_a_record_server_and_resumes_after_it_restarts(tmp_path: Pa
     assert max(counters) > down_at, "frames captured after the restart arrived"
 
 
+def test_a_push_target_that_stops_reading_holds_up_nothing_and_is_published_to_again(
+    tmp_path: Path,
+) -> None:
+    """The record server frozen (SIGSTOP: its connections open, reading and answering
+    nothing) for longer than the push's timeout: the camera keeps its rate, the push gives the
+    connection up (FFmpeg alone would wait on it until TCP gave up, forever for a frozen
+    process) and drops and counts frames; thawed, the server receives new frames again."""
+    with RtspRecordServer(tmp_path) as server:
+        push = RtspPushConsumer(server.url, timeout_s=2.0, min_backoff_s=0.2, max_backoff_s=0.5)
+        output = PacketOutput("push-0", push)
+        sink = EncodedOutputsSink("door", FPS, [output])
+        with Camera(sink, 480, 360, noise=True) as camera:
+            wait_until(lambda: len(server.received_counters()) >= FPS, HANG_GUARD_S,
+                       "frames at the record server")
+            server.pause()
+            frozen_at, written_before = time.monotonic(), camera.written
+            wait_until(lambda: push.failures >= 1, HANG_GUARD_S, "the push giving up")
+            time.sleep(3.0)  # reconnecting to a server that does not answer, and giving up
+            frozen_s = time.monotonic() - frozen_at
+            written_frozen = camera.written - written_before
+            server.resume()
+            thawed_at = camera.written
+            wait_until(lambda: max(server.received_counters()) > thawed_at, HANG_GUARD_S,
+                       "frames captured after the thaw at the record server")
+    assert written_frozen >= 0.8 * FPS * frozen_s  # the camera never waited for the push
+    assert camera.longest_write_s < 1.0
+    assert output.stats().packets_dropped > 0 and push.connects >= 2
+    assert "connection given up" in push.last_error or push.state == "stopped"
+
+
 def test_push_url_secrets_only_from_the_environment_and_only_in_the_userinfo(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
