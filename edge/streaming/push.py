@@ -93,22 +93,22 @@ class _GuardedMuxer:
             target=self._run, args=(open_muxer,), name="push-writer", daemon=True
         )
         self._thread.start()
-        self._wait("did not answer")
+        self._wait("did not answer", 2 * timeout_s)  # the TCP connect, then the announce
 
     def write(self, packet: EncodedPacket) -> None:
         """Raises MediaError when the write failed or took over timeout_s (then this
         connection is done: close() it)."""
         self._requests.put(packet)
-        self._wait("stopped reading")
+        self._wait("stopped reading", timeout_s=self.timeout_s)
         self.packets_written += 1
 
-    def _wait(self, what: str) -> None:
+    def _wait(self, what: str, timeout_s: float) -> None:
         try:
-            error = self._results.get(timeout=self.timeout_s)
+            error = self._results.get(timeout=timeout_s)
         except queue.Empty:
             self.close()
             raise MediaError(
-                f"{self.label}: the server {what} for {self.timeout_s:g} s; connection given up"
+                f"{self.label}: the server {what} for {timeout_s:g} s; connection given up"
             ) from None
         if error is not None:
             raise error
