@@ -288,20 +288,24 @@ def main(argv: list[str] | None = None) -> None:
     width, height = (int(v) for v in args.resolution.split("x"))
     clip = args.clip or shared_clip(WALKING_CLIP)
     images = load_frames(clip, width, height, args.frames)
-    if EDGE_CPUS:  # before any thread starts, so every thread and child inherits it
-        os.sched_setaffinity(0, EDGE_CPUS)
     results: dict[str, list[dict]] = {name: [] for name, _, _ in ARMS}
-    with tempfile.TemporaryDirectory() as folder:
-        load_file = Path(folder) / "load.h264"
-        encode_to_file(images, args.fps, load_file)
-        for round_number in range(args.rounds):
-            order = ARMS if round_number % 2 == 0 else ARMS[::-1]
-            for name, stream, watched in order:
-                result = run(images, args.fps, args.seconds, stream, watched, load_file)
-                result["round"] = round_number + 1
-                results[name].append(result)
-                used = result["cpu_own"] + result["cpu_server"]
-                print(f"round {round_number + 1}: {name}: {used:.3f} cores", flush=True)
+    if EDGE_CPUS:  # before the runs' threads start, so each of them and its children inherit it
+        os.sched_setaffinity(0, EDGE_CPUS)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            load_file = Path(folder) / "load.h264"
+            encode_to_file(images, args.fps, load_file)
+            for round_number in range(args.rounds):
+                order = ARMS if round_number % 2 == 0 else ARMS[::-1]
+                for name, stream, watched in order:
+                    result = run(images, args.fps, args.seconds, stream, watched, load_file)
+                    result["round"] = round_number + 1
+                    results[name].append(result)
+                    used = result["cpu_own"] + result["cpu_server"]
+                    print(f"round {round_number + 1}: {name}: {used:.3f} cores", flush=True)
+    finally:
+        if ALL_CPUS:  # a caller in the same process (a test) gets its CPUs back
+            os.sched_setaffinity(0, ALL_CPUS)
 
     def cores(name: str) -> list[float]:
         return [r["cpu_own"] + r["cpu_server"] for r in results[name]]

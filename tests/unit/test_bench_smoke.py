@@ -7,6 +7,7 @@ a process of its own. No timing here: speed lives in bench/."""
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -263,8 +264,10 @@ def test_stream_cost_reports_each_arm_of_each_round(
 
     clip = write_h264(tmp_path / "face.mp4", [cv2.resize(astronaut_bgr, (320, 240))] * 10)
 
+    cpus = os.sched_getaffinity(0)
     stream_cost.main(["--clip", str(clip), "--resolution", "320x240", "--frames", "10",
                       "--seconds", "3", "--rounds", "1"])
+    assert os.sched_getaffinity(0) == cpus  # the tests after this one keep every CPU
 
     printed = capsys.readouterr().out
     rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
