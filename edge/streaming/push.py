@@ -9,8 +9,10 @@ import logging
 import os
 import queue
 import re
+import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 
 from edge.errors import MediaError
@@ -68,6 +70,27 @@ def mask_url(url: str) -> str:
     return mask_credentials(url)
 
 
+def check_answers(url: str, timeout_s: float, label: str) -> None:
+    """Raise MediaError unless the RTSP server at `url` answers an OPTIONS request within
+    timeout_s. FFmpeg's announce waits for its replies holding Python's lock, which stops
+    every camera of the service meanwhile: a server that accepts connections but has stopped
+    answering (hung) is found here first, without that lock. rtsps: the TCP connect only."""
+    parts = urllib.parse.urlsplit(url)
+    secure = parts.scheme.lower() == "rtsps"
+    host, port = parts.hostname or "", parts.port or (322 if secure else 554)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as connection:
+            if secure:
+                return
+            netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            request = f"OPTIONS rtsp://{netloc}{parts.path or '/'} RTSP/1.0\r\nCSeq: 1\r\n\r\n"
+            connection.sendall(request.encode())
+            if not connection.recv(1):
+                raise MediaError(f"{label}: the server closed the connection unanswered")
+    except OSError as error:
+        raise MediaError(f"{label}: no answer from the server: {error}") from None
+
+
 class _GuardedMuxer:
     """A connection, opened and written on a thread of its own so that a write stuck on a
     target that stopped reading with its connection open can be given up on.
@@ -123,7 +146,7 @@ class _GuardedMuxer:
 
     def _run(self, open_muxer: Callable[[], H264PacketMuxer]) -> None:
         try:
-            self._muxer = open_muxer()
+            self._muxer = open_muxer()  # after check_answers: see there
         except MediaError as error:
             self._results.put_nowait(error)
             return
@@ -213,6 +236,7 @@ class RtspPushConsumer:
             return False
         url = expand_push_url(self.url)
         try:
+            check_answers(url, self.timeout_s, self.label)
             self._muxer = _GuardedMuxer(
                 lambda: H264PacketMuxer(
                     url,
