@@ -100,7 +100,8 @@ class _GuardedMuxer:
     minutes for a host that vanished and never for a process that froze. After `timeout_s`
     the connection is abandoned: its thread is left to finish or fail that write, then closes
     the muxer and ends; nothing else touches the muxer again. (The announce when opening
-    holds Python's lock, so no thread could give up on it: the socket timeout covers that.)
+    holds Python's lock, so no thread could give up on it: check_answers before it and the
+    muxer's socket timeout cover that.)
     """
 
     def __init__(
