@@ -63,6 +63,7 @@ FPS_WINDOW_S = 5.0  # fps is averaged over this many seconds of delivered frames
 RETENTION_EVERY_S = 60.0  # retention also runs on this period, besides after each segment
 PREVIEW_MAX_FPS = 5.0  # the live preview is for a human glancing at it
 STOP_JOIN_S = 20.0  # longer than any source's read timeout, so threads end on their own
+MODEL_WAIT_S = 60.0  # a camera waits this long for its model before opening its source
 RECORDING_QUEUE = 8  # frames waiting for the encoder before the corridor waits for it
 UNPACED_FRAMES = 16  # frames an unpaced source (a file read for every frame) may have inside
 
@@ -397,6 +398,7 @@ class CameraWorker:
         outage = _Episode(self.id, "source unavailable", "failed reads")
         try:
             source = build_source(self.camera.source)
+            self._wait_for_model()
             self._read_until_stopped(source, outage)
         except Exception as error:  # a bug or an unexpected library error: stop this camera
             log.exception("camera %s: ingest failed", self.id)
@@ -413,6 +415,22 @@ class CameraWorker:
             # its last frames.
             if self.engine.join(STOP_JOIN_S):
                 self._stopped()
+
+    def _wait_for_model(self) -> None:
+        """Open the source once the model has loaded (or failed to), up to MODEL_WAIT_S:
+        a camera that opened first had its first frame wait a second or more for the model,
+        every frame after it dropped meanwhile, and its first recorded seconds masked from
+        that stale search."""
+        seat = self.engine.seat
+        if seat is None or self._motion_only:
+            return
+        deadline = time.monotonic() + MODEL_WAIT_S
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            if seat.wait_for_model(0.25):
+                return
+        if not self._stop.is_set():
+            log.warning("camera %s: the model has not loaded after %.0f s; opening the "
+                        "source anyway (its frames wait for the model)", self.id, MODEL_WAIT_S)
 
     def _read_until_stopped(self, source: Source, outage: _Episode) -> None:
         """Open (retrying with backoff while the error is retryable) and read frames into the

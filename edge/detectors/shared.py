@@ -95,6 +95,14 @@ class DetectionSeat:
         """(the model is loaded, why it is not: empty while loading or when loaded)."""
         return self._host.model_status(self.key)
 
+    def wait_for_model(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for this seat's model to be loaded or to have failed to
+        load; True once either is known. The model starts loading when the seat is made."""
+        with self._host._cond:
+            return self._host._cond.wait_for(
+                lambda: self._closed or any(self._host.model_status(self.key)), timeout_s
+            )
+
     def detect_now(self, image: Any) -> Detections:
         """Search one image at once, ahead of every seat's turn (the second look after
         masking, whose frame is already waiting to be delivered); raises what detect() raises."""
@@ -111,9 +119,10 @@ class DetectionSeat:
 
 @dataclass
 class _Model:
+    settings: DetectorSettings
     detector: Detector | None = None
     error: str = ""
-    tried_at: float = -MODEL_RETRY_S
+    tried_at: float | None = None  # monotonic, the last attempt to load it
     users: int = 0
 
 
@@ -147,12 +156,12 @@ class SharedDetector:
         seat = DetectionSeat(self, name, settings, on_result)
         with self._cond:
             self._seats.append(seat)
-            self._models.setdefault(seat.key, _Model()).users += 1
-            self._cond.notify_all()
+            self._models.setdefault(seat.key, _Model(settings)).users += 1
+            self._cond.notify_all()  # the detector's thread loads a new model at once
         return seat
 
     def model_status(self, key: str) -> tuple[bool, str]:
-        with self._cond:
+        with self._cond:  # reentrant: also called with the condition held
             model = self._models.get(key)
             if model is None:
                 return False, ""
@@ -197,6 +206,7 @@ class SharedDetector:
                     or self._urgent
                     or any(s._pending is not None for s in self._seats)
                     or self._unused_models()
+                    or self._models_to_load()
                 ):
                     self._cond.wait()
                 if self._stopping and not self._urgent:
@@ -205,8 +215,10 @@ class SharedDetector:
                 else:
                     unused = [self._models.pop(key) for key in self._unused_models()]
                 urgent = self._urgent.pop(0) if self._urgent else None
+                to_load = self._models_to_load()
+                load = to_load[0] if urgent is None and not self._stopping and to_load else None
                 seat = frame = None
-                if urgent is None and not self._stopping and unused == []:
+                if urgent is None and load is None and not self._stopping and unused == []:
                     # Fair turns: the seat whose frames have waited longest goes first.
                     seat = min(
                         (s for s in self._seats if s._pending is not None),
@@ -219,6 +231,8 @@ class SharedDetector:
                     _close_quietly(model.detector)
             if urgent is not None:
                 self._run_urgent(urgent)
+            elif load is not None:
+                self._model(load)
             elif seat is not None and frame is not None:
                 result = self._search(seat, frame)
                 try:
@@ -230,6 +244,11 @@ class SharedDetector:
 
     def _unused_models(self) -> list[str]:
         return [key for key, model in self._models.items() if model.users <= 0]
+
+    def _models_to_load(self) -> list[DetectorSettings]:
+        """Models in use that were never tried: loaded before any search, so a camera's
+        first frame is not the one that waits for the model (see `wait_for_model`)."""
+        return [m.settings for m in self._models.values() if m.users > 0 and m.tried_at is None]
 
     def _run_urgent(self, job: _Urgent) -> None:
         try:
@@ -247,10 +266,10 @@ class SharedDetector:
         failure); else (None, why)."""
         key = settings.model_dump_json()
         with self._cond:
-            model = self._models.setdefault(key, _Model())
+            model = self._models.setdefault(key, _Model(settings))
             if model.detector is not None:
                 return model.detector, ""
-            if time.monotonic() - model.tried_at < MODEL_RETRY_S:
+            if model.tried_at is not None and time.monotonic() - model.tried_at < MODEL_RETRY_S:
                 return None, model.error
             model.tried_at = time.monotonic()
         try:
@@ -261,11 +280,13 @@ class SharedDetector:
                 if message != model.error:
                     log.error("detector %s unavailable: %s", settings.type, message)
                 model.error = message
+                self._cond.notify_all()  # wakes wait_for_model
             return None, message
         with self._cond:
             if model.error:
                 log.warning("detector %s loaded, model error cleared", settings.type)
             model.detector, model.error = detector, ""
+            self._cond.notify_all()
         return detector, ""
 
     def _search(self, seat: DetectionSeat, frame: Frame) -> DetectionResult:

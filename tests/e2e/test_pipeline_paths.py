@@ -1,16 +1,25 @@
-"""The pipeline's other paths, end to end: frames beside a failed detection fail closed and
-an unpaced source loses no frame; a file that ends stops its camera and a
-missing one fails it without touching the others; motion privacy mode needs no model; a full
-disk stops recording, not the camera."""
+"""The pipeline's other paths, end to end: a camera opens once its model has loaded; frames
+beside a failed detection fail closed and an unpaced source loses no frame; a file that ends
+stops its camera and a missing one fails it without touching the others; motion privacy mode
+needs no model; a full disk stops recording, not the camera."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
-from e2e_support import camera_config, demo_camera, sample, status_of, wait_until
+from e2e_support import (
+    camera_config,
+    demo_camera,
+    sample,
+    status_of,
+    stored_files,
+    wait_until,
+)
 
 from edge.detectors.base import Detector
 from edge.errors import DetectorError
-from edge.media import probe
+from edge.media import probe, read_frames
 from edge.pipeline import Pipeline
 from edge.types import Detections
 
@@ -31,6 +40,29 @@ class FailsOnCall(Detector):
         if self.calls == self.bad_call:
             raise DetectorError(f"injected fault on call {self.calls}")
         return self.real.detect(image)
+
+
+def test_a_camera_opens_once_its_model_has_loaded(tmp_path, running) -> None:
+    """The model takes 2 s to load (slowed here: a real load's length cannot be chosen).
+    Opened first, the camera held its first frame for the whole load, dropped every frame
+    after it meanwhile, and recorded a 2 s gap after its first frame."""
+    from edge.detectors.registry import build_detector
+
+    load_s = 2.0
+
+    def slow_to_load(settings, store):  # type: ignore[no-untyped-def]
+        time.sleep(load_s)
+        return build_detector(settings, store)
+
+    config = camera_config(tmp_path, [demo_camera()])
+    pipeline = running(Pipeline(config, detector_factory=slow_to_load))
+    wait_until(lambda: status_of(pipeline, "demo").frames_out >= 10, 60, "10 frames out")
+    pipeline.stop()
+    first_segment = min(p for p in stored_files(config.storage.data_dir) if p.suffix == ".mp4")
+    frames = read_frames(first_segment)
+    times = [next(frames).timestamp, next(frames).timestamp]
+    frames.close()
+    assert times[1] - times[0] < load_s / 2, times
 
 
 def test_frames_beside_a_failed_detection_fail_closed_and_none_is_lost(

@@ -391,6 +391,25 @@ def test_shared_detector_takes_turns_by_waiting_time_with_one_model() -> None:
     shared.close()
 
 
+def test_shared_detector_loads_a_seats_model_before_any_request() -> None:
+    built: list[str] = []
+
+    def factory(settings, store):  # type: ignore[no-untyped-def]
+        built.append(settings.key)
+        if settings.key == "missing":
+            raise FileNotFoundError("model file missing")
+        return CountingDetector()
+
+    shared = SharedDetector(factory, None)
+    seats = [shared.seat(key, Settings(key), lambda result: None) for key in ("a", "missing")]
+    assert all(seat.wait_for_model(10) for seat in seats)
+    assert sorted(built) == ["a", "missing"]
+    assert [seat.status() for seat in seats] == [(True, ""), (False, "model file missing")]
+    for seat in seats:
+        seat.close()
+    shared.close()
+
+
 def test_shared_detector_reports_a_missing_model_and_a_failing_detector() -> None:
     class Broken(Detector):
         name = "broken"
