@@ -422,7 +422,7 @@ class CameraWorker:
         every frame after it dropped meanwhile, and its first recorded seconds masked from
         that stale search."""
         seat = self.engine.seat
-        if seat is None or self._motion_only:
+        if seat is None:  # motion-only: no model
             return
         deadline = time.monotonic() + MODEL_WAIT_S
         while not self._stop.is_set() and time.monotonic() < deadline:
